@@ -1,0 +1,1 @@
+"""The ``gsic`` command: a thin shell over codec (encode, decode, info), service (serve) and bench."""

@@ -1,0 +1,108 @@
+"""gsic encode IN OUT.gsi --bpp 0.125 | gsic decode IN.gsi OUT.png | gsic info IN.gsi | gsic serve | gsic bench."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import codec
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # the benchmark harness parses its own options
+        from bench.rd import main as bench_main
+
+        return bench_main(argv[1:])
+    args = _parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (codec.CodecError, ValueError, OSError) as exc:
+        print(f"gsic {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gsic", description="2D Gaussian splatting image codec.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    encode = commands.add_parser("encode", help="encode an image to a .gsi bitstream")
+    encode.add_argument("input", type=Path)
+    encode.add_argument("output", type=Path)
+    rate = encode.add_mutually_exclusive_group()
+    rate.add_argument("--bpp", type=float, help="target bits per pixel (default 0.125)")
+    rate.add_argument("--preset", choices=sorted(codec.RATE_PRESETS), help="a named rate point of the paper")
+    encode.add_argument("--method", default="default", choices=["default", "paper"])
+    encode.add_argument("--iterations", type=int, help="optimisation steps (default: the method's)")
+    encode.add_argument("--seed", type=int, default=0)
+    encode.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    encode.add_argument("--quiet", action="store_true", help="no progress bar")
+    encode.set_defaults(run=_encode)
+
+    decode = commands.add_parser("decode", help="decode a .gsi bitstream to PNG")
+    decode.add_argument("input", type=Path)
+    decode.add_argument("output", type=Path)
+    decode.add_argument("--device", help="cpu or cuda (default cpu)")
+    decode.set_defaults(run=_decode)
+
+    info = commands.add_parser("info", help="print a .gsi header as JSON")
+    info.add_argument("input", type=Path)
+    info.set_defaults(run=_info)
+
+    serve = commands.add_parser("serve", help="run the HTTP encoder service")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(run=_serve)
+
+    commands.add_parser("bench", help="rate-distortion benchmark (gsic bench --help)", add_help=False)
+    return parser
+
+
+def _encode(args) -> int:
+    from tqdm import tqdm
+
+    bpp = args.bpp if args.bpp is not None or args.preset else 0.125
+    with tqdm(total=1, unit="it", disable=args.quiet, leave=False) as bar:
+        def progress(p: codec.Progress) -> None:
+            bar.total = p.total
+            bar.n = p.iteration
+            bar.set_postfix(psnr=f"{p.psnr:.2f}")
+            bar.refresh()
+
+        report = codec.encode_with_report(args.input, bpp, preset=args.preset, method=args.method,
+                                          iterations=args.iterations, seed=args.seed, device=args.device,
+                                          progress=progress)
+    args.output.write_bytes(report.data)
+    print(f"{args.output}: {len(report.data)} bytes, {report.bpp:.4f} bpp, PSNR {report.psnr:.2f} dB, "
+          f"{report.n_gaussians} Gaussians, {report.seconds:.1f} s on {report.device}")
+    return 0
+
+
+def _decode(args) -> int:
+    from PIL import Image
+
+    started = time.perf_counter()
+    pixels = codec.decode(args.input.read_bytes(), device=args.device)
+    Image.fromarray(pixels).save(args.output, format="PNG")
+    print(f"{args.output}: {pixels.shape[1]}x{pixels.shape[0]} in {time.perf_counter() - started:.3f} s")
+    return 0
+
+
+def _info(args) -> int:
+    print(json.dumps(asdict(codec.inspect(args.input.read_bytes())), indent=2))
+    return 0
+
+
+def _serve(args) -> int:
+    from service.server import serve
+
+    serve(args.host, args.port)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,13 @@
+"""2D Gaussian splatting image codec: image -> .gsi bitstream -> image."""
+
+from codec.api import EncodeReport, decode, encode, encode_with_report, inspect, psnr
+from codec.bitstream import Header
+from codec.encoder import Progress
+from codec.errors import BitstreamError, CodecError, EncodeCancelled, ImageError
+from codec.image_io import load_image
+from codec.presets import RATE_PRESETS
+
+__all__ = [
+    "BitstreamError", "CodecError", "EncodeCancelled", "EncodeReport", "Header", "ImageError",
+    "Progress", "RATE_PRESETS", "decode", "encode", "encode_with_report", "inspect", "load_image", "psnr",
+]

@@ -1,0 +1,80 @@
+"""The codec's public contract: ``encode(image, bpp) -> bytes``, ``decode(bytes) -> image``, ``inspect``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from codec.bitstream import Header, parse_header
+from codec.decoder import decode_array
+from codec.encoder import ProgressCallback, encode_array
+from codec.image_io import DEFAULT_MAX_PIXELS, load_image
+from codec.presets import resolve_target
+
+
+@dataclass(frozen=True)
+class EncodeReport:
+    data: bytes  # the .gsi bitstream
+    width: int
+    height: int
+    bpp: float  # real: len(data) * 8 / pixels
+    psnr: float  # of the decoded bitstream against the input, dB
+    n_gaussians: int
+    seconds: float
+    device: str
+
+
+def encode(image, bpp: float | None = None, **options) -> bytes:
+    """Encode an image (path, bytes, PIL image or [H, W, 3] uint8 array) to a .gsi bitstream."""
+    return encode_with_report(image, bpp, **options).data
+
+
+def encode_with_report(
+    image,
+    bpp: float | None = None,
+    *,
+    preset: str | None = None,
+    method: str = "default",
+    iterations: int | None = None,
+    seed: int = 0,
+    device: str | None = None,
+    progress: ProgressCallback | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> EncodeReport:
+    """Encode and report what was achieved. ``progress(p)`` returning False cancels (EncodeCancelled)."""
+    started = time.perf_counter()
+    pixels = load_image(image, max_pixels=max_pixels)
+    target_bpp = resolve_target(bpp, preset)
+    result = encode_array(pixels, target_bpp, method=method, iterations=iterations, seed=seed,
+                          device=device, progress=progress)
+    height, width = pixels.shape[:2]
+    return EncodeReport(
+        data=result.data,
+        width=width,
+        height=height,
+        bpp=len(result.data) * 8 / (width * height),
+        psnr=psnr(pixels, decode(result.data)),
+        n_gaussians=result.n_gaussians,
+        seconds=time.perf_counter() - started,
+        device=result.device,
+    )
+
+
+def decode(data: bytes, *, device: str | None = None) -> np.ndarray:  # [H, W, 3] uint8
+    """Decode a .gsi bitstream to pixels; the same bytes always give the same pixels on CPU."""
+    return decode_array(bytes(data), device=device)
+
+
+def inspect(data: bytes) -> Header:
+    """Parse and validate the header of a .gsi bitstream without rendering it."""
+    return parse_header(bytes(data))
+
+
+def psnr(reference: np.ndarray, test: np.ndarray) -> float:
+    """PSNR in dB over all pixels and channels of two 8-bit images."""
+    if reference.shape != test.shape:
+        raise ValueError(f"shapes differ: {reference.shape} vs {test.shape}")
+    mse = np.mean((reference.astype(np.float64) - test.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))

@@ -1,0 +1,216 @@
+"""The .gsi format, version 1 (docs/bitstream.md): header fields declared with widths and range checks.
+
+Every field is checked before anything is allocated from it, and every failure raises BitstreamError
+naming the field. Layout (little-endian):
+
+    header   fixed fields (HEADER_FIELDS) + 14 float16 ranges (3 shape columns, 4 colour columns)
+    side     bit-packed: row-gap histogram (sorted rows only), index histograms, shape and colour codebooks
+    payload  range-coded symbols (uint32 words): row (or row gap dy when rows are sorted), column,
+             shape index, colour index per Gaussian
+    crc32    of everything before it
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from codec.entropy import BitReader, BitWriter, SymbolDecoder, SymbolEncoder, categorical, read_histogram
+from codec.entropy import uniform, write_histogram
+from codec.errors import BitstreamError
+
+MAGIC = b"GSIC"
+VERSION = 1
+MAX_SIDE = 16384
+MAX_PIXELS = 40_000_000
+MAX_GAUSSIANS = 1 << 20
+MAX_K = 4096
+MAX_SECTION_BYTES = 64 << 20
+SHAPE_COLUMNS = ("log_scale_1", "log_scale_2", "rotation")
+COLOR_COLUMNS = ("red", "green", "blue", "opacity")
+BLEND_MODES = ("alpha", "sum")
+# Decoded values must stay in these bounds (scales from exp(-8) to exp(10) px; rotations in radians).
+RANGE_BOUNDS = {"log_scale_1": (-8.0, 10.0), "log_scale_2": (-8.0, 10.0), "rotation": (-4.0, 4.0),
+                "red": (-4.0, 5.0), "green": (-4.0, 5.0), "blue": (-4.0, 5.0), "opacity": (0.0, 1.0)}
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    fmt: str  # struct code
+    low: int
+    high: int
+
+
+HEADER_FIELDS = (
+    Field("version", "B", VERSION, VERSION),
+    Field("flags", "B", 0, 3),  # bit 0: blend mode (0 ordered alpha, 1 accumulated sum); bit 1: rows sorted
+    Field("width", "H", 1, MAX_SIDE),
+    Field("height", "H", 1, MAX_SIDE),
+    Field("n_gaussians", "I", 0, MAX_GAUSSIANS),
+    Field("position_bits", "B", 4, 14),
+    Field("k_shape", "H", 1, MAX_K),
+    Field("k_color", "H", 1, MAX_K),
+    Field("shape_bits", "B", 1, 16),
+    Field("color_bits", "B", 1, 16),
+    Field("side_length", "I", 0, MAX_SECTION_BYTES),
+    Field("payload_length", "I", 0, MAX_SECTION_BYTES),
+)
+_FIXED = struct.Struct("<4s" + "".join(f.fmt for f in HEADER_FIELDS) + f"{2 * (len(SHAPE_COLUMNS) + len(COLOR_COLUMNS))}e")
+HEADER_BYTES = _FIXED.size
+CRC_BYTES = 4
+
+
+@dataclass(frozen=True)
+class Header:
+    version: int
+    blend_mode: str
+    rows_sorted: bool
+    width: int
+    height: int
+    n_gaussians: int
+    position_bits: int
+    k_shape: int
+    k_color: int
+    shape_bits: int
+    color_bits: int
+    side_length: int
+    payload_length: int
+    shape_ranges: tuple[tuple[float, float], ...]  # per SHAPE_COLUMNS: (min, max)
+    color_ranges: tuple[tuple[float, float], ...]  # per COLOR_COLUMNS
+
+    @property
+    def total_bytes(self) -> int:
+        return HEADER_BYTES + self.side_length + self.payload_length + CRC_BYTES
+
+
+@dataclass
+class QuantizedGaussians:
+    """Everything a .gsi file holds, as integers plus the float16 column ranges, in rendering order."""
+
+    width: int
+    height: int
+    blend_mode: str
+    position_bits: int
+    x: np.ndarray  # [N] int, position grid column
+    y: np.ndarray  # [N] int, position grid row
+    rows_sorted: bool  # stored in non-decreasing row order, rows coded as gaps (order-free blending only)
+    shape_bits: int
+    shape_ranges: np.ndarray  # [3, 2] float32 holding float16 values
+    shape_codebook: np.ndarray  # [k_shape, 3] int
+    shape_index: np.ndarray  # [N] int
+    color_bits: int
+    color_ranges: np.ndarray  # [4, 2]
+    color_codebook: np.ndarray  # [k_color, 4] int
+    color_index: np.ndarray  # [N] int
+
+
+def write_bitstream(q: QuantizedGaussians) -> bytes:
+    n = len(q.x)
+    rows = np.diff(q.y, prepend=0) if q.rows_sorted else q.y
+    if (rows < 0).any():
+        raise ValueError("rows_sorted is set but the Gaussians are not sorted by row")
+    side = BitWriter()
+    if q.rows_sorted:
+        row_alphabet = int(rows.max()) + 1 if n else 1
+        side.write_gamma(row_alphabet)
+        row_model = categorical(write_histogram(side, rows, row_alphabet))
+    else:
+        row_model = uniform(q.position_bits)
+    shape_counts = write_histogram(side, q.shape_index, len(q.shape_codebook))
+    color_counts = write_histogram(side, q.color_index, len(q.color_codebook))
+    side.write_array(q.shape_codebook, q.shape_bits)
+    side.write_array(q.color_codebook, q.color_bits)
+    symbols = SymbolEncoder()
+    symbols.encode(rows, row_model)
+    symbols.encode(q.x, uniform(q.position_bits))
+    symbols.encode(q.shape_index, categorical(shape_counts))
+    symbols.encode(q.color_index, categorical(color_counts))
+    side_bytes, payload = side.getvalue(), symbols.getvalue()
+    flags = BLEND_MODES.index(q.blend_mode) | (int(q.rows_sorted) << 1)
+    values = [VERSION, flags, q.width, q.height, n, q.position_bits,
+              len(q.shape_codebook), len(q.color_codebook), q.shape_bits, q.color_bits, len(side_bytes), len(payload)]
+    for field, value in zip(HEADER_FIELDS, values):
+        _check(field, value)
+    ranges = np.concatenate([q.shape_ranges.ravel(), q.color_ranges.ravel()]).astype(np.float16)
+    body = _FIXED.pack(MAGIC, *values, *ranges.tolist()) + side_bytes + payload
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def parse_header(data: bytes) -> Header:
+    """Validate the fixed header, the total length and the checksum; allocate nothing from the fields."""
+    if len(data) < HEADER_BYTES + CRC_BYTES:
+        raise BitstreamError("length", f"{len(data)} bytes is shorter than the {HEADER_BYTES + CRC_BYTES}-byte minimum")
+    magic, *rest = _FIXED.unpack_from(data)
+    if magic != MAGIC:
+        raise BitstreamError("magic", f"expected {MAGIC!r}, got {magic!r}")
+    values, ranges = rest[: len(HEADER_FIELDS)], np.array(rest[len(HEADER_FIELDS):], dtype=np.float32)
+    for field, value in zip(HEADER_FIELDS, values):
+        _check(field, value)
+    fields = dict(zip((f.name for f in HEADER_FIELDS), values))
+    if fields["width"] * fields["height"] > MAX_PIXELS:
+        raise BitstreamError("width", f"{fields['width']}x{fields['height']} exceeds {MAX_PIXELS} pixels")
+    for name in ("k_shape", "k_color"):
+        if fields[name] > max(fields["n_gaussians"], 1):
+            raise BitstreamError(name, f"{fields[name]} codebook entries for {fields['n_gaussians']} Gaussians")
+    expected = HEADER_BYTES + fields["side_length"] + fields["payload_length"] + CRC_BYTES
+    if len(data) != expected:
+        raise BitstreamError("length", f"{len(data)} bytes, but the header declares {expected}")
+    (crc,) = struct.unpack_from("<I", data, len(data) - CRC_BYTES)
+    if crc != zlib.crc32(data[: len(data) - CRC_BYTES]):
+        raise BitstreamError("crc32", "checksum mismatch: the file is corrupt")
+    shape_ranges = _checked_ranges(ranges[: 2 * len(SHAPE_COLUMNS)], SHAPE_COLUMNS)
+    color_ranges = _checked_ranges(ranges[2 * len(SHAPE_COLUMNS):], COLOR_COLUMNS)
+    flags = fields.pop("flags")
+    return Header(blend_mode=BLEND_MODES[flags & 1], rows_sorted=bool(flags & 2), shape_ranges=shape_ranges, color_ranges=color_ranges, **fields)
+
+
+def read_bitstream(data: bytes) -> tuple[Header, QuantizedGaussians]:
+    header = parse_header(data)
+    n = header.n_gaussians
+    side = BitReader(data[HEADER_BYTES: HEADER_BYTES + header.side_length], "side_info")
+    if header.rows_sorted:
+        row_alphabet = side.read_gamma(1 << header.position_bits)
+        row_model = categorical(read_histogram(side, row_alphabet, n))
+    else:
+        row_model = uniform(header.position_bits)
+    shape_counts = read_histogram(side, header.k_shape, n)
+    color_counts = read_histogram(side, header.k_color, n)
+    shape_codebook = side.read_array(header.k_shape * len(SHAPE_COLUMNS), header.shape_bits)
+    color_codebook = side.read_array(header.k_color * len(COLOR_COLUMNS), header.color_bits)
+    if side.remaining_bits() >= 8:
+        raise BitstreamError("side_length", f"{side.remaining_bits()} bits left over after the codebooks")
+    payload = SymbolDecoder(data[HEADER_BYTES + header.side_length: len(data) - CRC_BYTES])
+    rows = payload.decode(row_model, n, "payload.rows")
+    x = payload.decode(uniform(header.position_bits), n, "payload.x")
+    shape_index = payload.decode(categorical(shape_counts), n, "payload.shape_index")
+    color_index = payload.decode(categorical(color_counts), n, "payload.color_index")
+    y = np.cumsum(rows) if header.rows_sorted else rows
+    if n and y.max() >= (1 << header.position_bits):
+        raise BitstreamError("payload.rows", "positions run past the grid")
+    return header, QuantizedGaussians(
+        width=header.width, height=header.height, blend_mode=header.blend_mode,
+        position_bits=header.position_bits, x=x, y=y, rows_sorted=header.rows_sorted,
+        shape_bits=header.shape_bits, shape_ranges=np.array(header.shape_ranges, dtype=np.float32),
+        shape_codebook=shape_codebook.reshape(header.k_shape, len(SHAPE_COLUMNS)), shape_index=shape_index,
+        color_bits=header.color_bits, color_ranges=np.array(header.color_ranges, dtype=np.float32),
+        color_codebook=color_codebook.reshape(header.k_color, len(COLOR_COLUMNS)), color_index=color_index,
+    )
+
+
+def _check(field: Field, value: int) -> None:
+    if not field.low <= value <= field.high:
+        raise BitstreamError(field.name, f"{value} is outside [{field.low}, {field.high}]")
+
+
+def _checked_ranges(flat: np.ndarray, columns: tuple[str, ...]) -> tuple[tuple[float, float], ...]:
+    pairs = flat.reshape(len(columns), 2)
+    for name, (low, high) in zip(columns, pairs):
+        bound_low, bound_high = RANGE_BOUNDS[name]
+        if not (np.isfinite(low) and np.isfinite(high) and bound_low <= low <= high <= bound_high):
+            raise BitstreamError(f"range.{name}", f"[{low}, {high}] is not inside [{bound_low}, {bound_high}]")
+    return tuple((float(low), float(high)) for low, high in pairs)
+

@@ -1,0 +1,318 @@
+"""The optimisation loop: image -> trained, quantised Gaussians -> .gsi bytes.
+
+Phases (fractions of the iteration count, see ``codec.presets.Method``):
+1. fit: content-aware initialisation, Adam on L1 + SSIM, adaptive density control (clone, split, prune)
+   under the Gaussian count the rate plan allows;
+2. quantise: with order-free ("sum") blending the Gaussians are sorted by quantised position (the file
+   stores rows as gaps); K-means (10 Lloyd iterations) clusters (log scales, rotation) and (colour,
+   opacity); from then on the codebook entries themselves and the positions are trained, both snapped
+   to their final grids in the forward pass (straight-through gradients);
+3. write: codebooks and positions quantised exactly as trained, entropy coded; pruned further only if
+   the real file still exceeds the target.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from codec.bitstream import COLOR_COLUMNS, RANGE_BOUNDS, SHAPE_COLUMNS, QuantizedGaussians, write_bitstream
+from codec.errors import EncodeCancelled
+from codec.gaussians import Gaussians, initialise, position_step
+from codec.losses import l1_ssim_loss
+from codec.presets import Method, resolve_method
+from codec.quantize import fake_quantize, half_range, kmeans, quantize_uniform
+from codec.rate import MIN_GAUSSIANS, RatePlan, plan_rate
+from kernels import render
+
+PROGRESS_EVERY = 10
+PRUNE_OPACITY = 0.001
+SPLIT_SHRINK = 1.6
+
+
+@dataclass(frozen=True)
+class Progress:
+    iteration: int
+    total: int
+    psnr: float  # of the current (training) render, dB
+
+
+ProgressCallback = Callable[[Progress], "bool | None"]
+
+
+@dataclass(frozen=True)
+class EncodeResult:
+    data: bytes
+    n_gaussians: int
+    device: str
+
+
+def encode_array(
+    pixels: np.ndarray,  # [H, W, 3] uint8
+    target_bpp: float,
+    *,
+    method: str = "default",
+    iterations: int | None = None,
+    seed: int = 0,
+    device: str | None = None,
+    progress: ProgressCallback | None = None,
+) -> EncodeResult:
+    config = resolve_method(method)
+    torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    height, width = pixels.shape[:2]
+    target = torch.tensor(pixels, dtype=torch.float32, device=torch_device) / 255
+    budget = target_bpp * height * width
+    plan = plan_rate(budget, height, width, config.position_bits, rows_sorted=config.blend_mode == "sum")
+    total = max(int(iterations or config.iterations), 2)
+    encoder = _Encoder(target, plan, config, total, seed, progress)
+    encoder.train()
+    data = encoder.write(budget)
+    return EncodeResult(data=data, n_gaussians=len(encoder.gaussians), device=str(torch_device))
+
+
+@dataclass
+class _Codebook:
+    """One vector-quantised attribute group: K-means once, then the entries themselves are trained."""
+
+    centroids: Tensor  # [k, D] learnable
+    assign: Tensor  # [N] fixed after clustering
+    bits: int
+    bounds: Tensor  # [D, 2] the range the format accepts per column
+
+    @property
+    def ranges(self) -> np.ndarray:  # [D, 2] float16-representable (min, max) of the entries
+        return half_range(self.centroids.detach().cpu().numpy())
+
+    def values(self) -> Tensor:  # [N, D] exactly what the decoder will see
+        return fake_quantize(self.centroids, self.ranges, self.bits)[self.assign]
+
+    def clamp_to_bounds(self) -> None:
+        with torch.no_grad():
+            self.centroids.copy_(torch.maximum(torch.minimum(self.centroids, self.bounds[:, 1]), self.bounds[:, 0]))
+
+
+class _Encoder:
+    def __init__(self, target: Tensor, plan: RatePlan, config: Method, total: int, seed: int,
+                 progress: ProgressCallback | None):
+        self.target, self.plan, self.config, self.total, self.progress = target, plan, config, total, progress
+        self.height, self.width = target.shape[:2]
+        self.generator = torch.Generator().manual_seed(seed)
+        n_initial = max(MIN_GAUSSIANS, min(plan.n_gaussians, round(config.initial_share * plan.n_gaussians),
+                                           self.height * self.width))
+        self.gaussians = initialise(target, n_initial, self.generator)
+        self.shape_vq: _Codebook | None = None
+        self.color_vq: _Codebook | None = None
+        self._make_optimizer()
+
+    # --- training -------------------------------------------------------------------------------
+    def train(self) -> None:
+        fit_steps = max(1, int(self.config.fit_share * self.total))
+        densify_until = int(self.config.densify_until * self.total)
+        grad_sum = torch.zeros(len(self.gaussians), device=self.target.device)
+        for step in range(self.total):
+            if step == fit_steps:
+                self._start_quantisation()
+            image = self._step()
+            if step < fit_steps:
+                grad_sum += self.gaussians.xy.grad.norm(dim=1)
+                if 0 < step <= densify_until and step % self.config.densify_every == 0:
+                    self._densify(grad_sum / self.config.densify_every)
+                    grad_sum = torch.zeros(len(self.gaussians), device=self.target.device)
+            self._scheduler.step()
+            if self.progress is not None and (step % PROGRESS_EVERY == 0 or step == self.total - 1):
+                self._report(step + 1, image)
+
+    def _step(self) -> Tensor:
+        means, scales, rotations, colors, opacities = self._render_inputs()
+        image = render(means, scales, rotations, colors, opacities, self.height, self.width, self.config.blend_mode)
+        loss = l1_ssim_loss(image, self.target, self.config.ssim_weight)
+        for optimizer in self._optimizers():
+            optimizer.zero_grad(set_to_none=True)  # parameters the VQ phase does not use stay untouched
+        loss.backward()
+        for optimizer in self._optimizers():
+            optimizer.step()
+        for vq in (self.shape_vq, self.color_vq):
+            if vq is not None:
+                vq.clamp_to_bounds()
+        return image.detach()
+
+    def _optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self._optimizer] + ([self._codebook_optimizer] if self.shape_vq is not None else [])
+
+    def _render_inputs(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        g = self.gaussians
+        if self.shape_vq is None:
+            return g.xy, g.log_scale.exp(), g.rotation, g.color, torch.sigmoid(g.opacity_logit)
+        shape, color = self.shape_vq.values(), self.color_vq.values()
+        xy = self._snap_positions(g.xy)
+        return xy, shape[:, :2].exp(), shape[:, 2], color[:, :3], color[:, 3]
+
+    def _report(self, iteration: int, image: Tensor) -> None:
+        mse = float((image.clamp(0, 1) - self.target).square().mean())
+        psnr = 10 * math.log10(1 / mse) if mse > 0 else float("inf")
+        if self.progress(Progress(iteration, self.total, psnr)) is False:
+            raise EncodeCancelled(f"cancelled at iteration {iteration} of {self.total}")
+
+    # --- optimiser bookkeeping ------------------------------------------------------------------
+    def _make_optimizer(self) -> None:
+        c, g = self.config, self.gaussians
+        for tensor in g.tensors():
+            tensor.requires_grad_(True)
+        groups = [(g.xy, c.lr_xy), (g.log_scale, c.lr_log_scale), (g.rotation, c.lr_rotation),
+                  (g.color, c.lr_color), (g.opacity_logit, c.lr_opacity)]
+        self._optimizer = torch.optim.Adam([{"params": [t], "lr": lr} for t, lr in groups], eps=1e-15)
+        total = self.total
+        position_decay = lambda step: 0.01 ** (step / total)  # noqa: E731
+        other_decay = lambda step: 0.1 ** (step / total)  # noqa: E731
+        self._scheduler = torch.optim.lr_scheduler.LambdaLR(self._optimizer, [position_decay] + [other_decay] * 4)
+
+    def _select(self, index: Tensor, edits: dict[str, Tensor] | None = None) -> None:
+        """Keep Gaussians ``index`` (repeats allowed), carrying each one's Adam moments along."""
+        old = self.gaussians.tensors()
+        new = [t.detach()[index].clone() for t in old]
+        self.gaussians = Gaussians(*new)
+        for name, value in (edits or {}).items():
+            getattr(self.gaussians, name).data.copy_(value)
+        for group, tensor in zip(self._optimizer.param_groups, self.gaussians.tensors()):
+            previous = group["params"][0]
+            state = self._optimizer.state.pop(previous, None)
+            tensor.requires_grad_(True)
+            group["params"] = [tensor]
+            if state:
+                self._optimizer.state[tensor] = {key: (value[index].clone() if torch.is_tensor(value) and value.dim() else value)
+                                                 for key, value in state.items()}
+        for vq in (self.shape_vq, self.color_vq):
+            if vq is not None:
+                vq.assign = vq.assign[index]
+
+    # --- adaptive density control ---------------------------------------------------------------
+    def _densify(self, mean_grad: Tensor) -> None:
+        g = self.gaussians
+        keep = torch.sigmoid(g.opacity_logit.detach()) >= PRUNE_OPACITY
+        slots = self.plan.n_gaussians - int(keep.sum())
+        grow = min(slots, int(keep.sum()) // 4)
+        index = keep.nonzero().squeeze(1)
+        if grow <= 0:
+            self._select(index)
+            return
+        chosen = index[mean_grad[index].topk(grow).indices]
+        max_scale = g.log_scale.detach().exp().max(dim=1).values
+        large = max_scale[chosen] > max_scale[index].median()
+        self._split_and_clone(index, chosen, large)
+
+    def _split_and_clone(self, kept: Tensor, chosen: Tensor, large: Tensor) -> None:
+        """Split large chosen Gaussians in two (shrunk by SPLIT_SHRINK), clone small ones along their gradient."""
+        g = self.gaussians
+        xy, log_scale = g.xy.detach().clone(), g.log_scale.detach().clone()
+        scales, rotation = log_scale.exp(), g.rotation.detach()
+        offset = torch.randn(len(chosen), 2, generator=self.generator).to(xy.device) * scales[chosen]
+        cos, sin = torch.cos(rotation[chosen]), torch.sin(rotation[chosen])
+        offset = torch.stack([cos * offset[:, 0] - sin * offset[:, 1], sin * offset[:, 0] + cos * offset[:, 1]], 1)
+        grad = g.xy.grad[chosen]
+        along_gradient = -grad / grad.norm(dim=1, keepdim=True).clamp(min=1e-12) * scales[chosen].mean(1, keepdim=True)
+        child_xy = torch.where(large[:, None], xy[chosen] + offset, xy[chosen] + along_gradient)
+        xy[chosen] = torch.where(large[:, None], xy[chosen] - offset, xy[chosen])
+        log_scale[chosen] -= large[:, None].float() * math.log(SPLIT_SHRINK)
+        index = torch.cat([kept, chosen])
+        self._select(index, {"xy": torch.cat([xy[kept], child_xy]), "log_scale": log_scale[index]})
+
+    # --- vector quantisation --------------------------------------------------------------------
+    def _shape_vectors(self) -> Tensor:  # [N, 3] log scales and rotation
+        g = self.gaussians
+        return torch.cat([g.log_scale, g.rotation[:, None]], dim=1)
+
+    def _color_vectors(self) -> Tensor:  # [N, 4] colour and opacity
+        g = self.gaussians
+        return torch.cat([g.color, torch.sigmoid(g.opacity_logit)[:, None]], dim=1)
+
+    def _start_quantisation(self) -> None:
+        """Reorder by position, cluster both attribute groups, and train codebooks and positions from here on."""
+        g = self.gaussians
+        with torch.no_grad():
+            g.xy[:, 0].clamp_(0, self.width)
+            g.xy[:, 1].clamp_(0, self.height)
+            # A Gaussian is the same under a half turn: keep rotations in [-pi/2, pi/2] so K-means sees it.
+            g.rotation.sub_(math.pi * torch.round(g.rotation / math.pi))
+        self._sort_if_order_free()
+        plan = self.plan
+        self.shape_vq = self._cluster(self._shape_vectors(), plan.k_shape, plan.shape_bits, SHAPE_COLUMNS)
+        self.color_vq = self._cluster(self._color_vectors(), plan.k_color, plan.color_bits, COLOR_COLUMNS)
+        c = self.config
+        self._codebook_optimizer = torch.optim.Adam(
+            [{"params": [self.shape_vq.centroids], "lr": c.lr_log_scale},
+             {"params": [self.color_vq.centroids], "lr": c.lr_color}], eps=1e-15)
+
+    def _cluster(self, vectors: Tensor, k: int, bits: int, columns: tuple[str, ...]) -> _Codebook:
+        bounds = torch.tensor([RANGE_BOUNDS[c] for c in columns], dtype=vectors.dtype, device=vectors.device)
+        centroids, assign = kmeans(vectors.detach(), k, generator=self.generator)
+        codebook = _Codebook(centroids.requires_grad_(True), assign, bits, bounds)
+        codebook.clamp_to_bounds()
+        return codebook
+
+    def _snap_positions(self, xy: Tensor) -> Tensor:
+        bits = self.plan.position_bits
+        ranges = np.array([[0.0, self.width], [0.0, self.height]], dtype=np.float64)
+        return fake_quantize(xy, ranges, bits)
+
+    def _sort_if_order_free(self) -> None:
+        """Sort by quantised row, then column, when rendering does not depend on order: rows then cost
+        only their gaps (about log2(N!) bits less in all); alpha blending keeps its trained order."""
+        if not self.plan.rows_sorted:
+            return
+        cols, rows = self._grid_positions(self.gaussians.xy.detach())
+        key = rows.long() * (1 << self.plan.position_bits) + cols.long()
+        self._select(torch.sort(key.cpu(), stable=True).indices.to(key.device))
+
+    def _grid_positions(self, xy: Tensor) -> tuple[Tensor, Tensor]:
+        levels = (1 << self.plan.position_bits) - 1
+        cols = torch.round(xy[:, 0].clamp(0, self.width) / position_step(self.width, self.plan.position_bits))
+        rows = torch.round(xy[:, 1].clamp(0, self.height) / position_step(self.height, self.plan.position_bits))
+        return cols.clamp(0, levels), rows.clamp(0, levels)
+
+    # --- writing --------------------------------------------------------------------------------
+    def write(self, budget_bits: float) -> bytes:
+        """The bitstream, pruned by least importance until it fits the budget (never below MIN_GAUSSIANS)."""
+        with torch.no_grad():
+            self._sort_if_order_free()
+            while True:
+                data = write_bitstream(self._quantized())
+                n = len(self.gaussians)
+                excess = len(data) * 8 - budget_bits
+                if excess <= 0 or n <= MIN_GAUSSIANS:
+                    return data
+                drop = min(n - MIN_GAUSSIANS, max(1, math.ceil(1.05 * excess / (len(data) * 8 / n))))
+                self._select(self._importance(n - drop))
+
+    def _importance(self, keep: int) -> Tensor:
+        """Indices of the ``keep`` most important Gaussians (opacity times area), in their current order."""
+        shape = self.shape_vq.values()
+        importance = self.color_vq.values()[:, 3] * shape[:, :2].sum(1).exp()
+        return importance.topk(keep).indices.sort().values
+
+    def _quantized(self) -> QuantizedGaussians:
+        cols, rows = self._grid_positions(self.gaussians.xy)
+        shape_codebook, shape_index = _compact(self.shape_vq)
+        color_codebook, color_index = _compact(self.color_vq)
+        return QuantizedGaussians(
+            width=self.width, height=self.height, blend_mode=self.config.blend_mode,
+            position_bits=self.plan.position_bits, x=cols.long().cpu().numpy(), y=rows.long().cpu().numpy(),
+            rows_sorted=self.plan.rows_sorted,
+            shape_bits=self.shape_vq.bits, shape_ranges=self.shape_vq.ranges,
+            shape_codebook=quantize_uniform(shape_codebook, self.shape_vq.ranges, self.shape_vq.bits),
+            shape_index=shape_index,
+            color_bits=self.color_vq.bits, color_ranges=self.color_vq.ranges,
+            color_codebook=quantize_uniform(color_codebook, self.color_vq.ranges, self.color_vq.bits),
+            color_index=color_index,
+        )
+
+
+def _compact(vq: _Codebook) -> tuple[np.ndarray, np.ndarray]:  # ([k', D] used centroids, [N] remapped index)
+    """Drop codebook entries no Gaussian uses, so k never exceeds N and no bits are spent on them."""
+    assign = vq.assign.cpu().numpy()
+    used, remapped = np.unique(assign, return_inverse=True)
+    return vq.centroids.detach().cpu().numpy()[used], remapped

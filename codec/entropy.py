@@ -1,0 +1,142 @@
+"""Entropy coding: a bit packer for side information and constriction range coding of symbols.
+
+Symbol models are static histograms whose integer counts travel in the side information, so the decoder
+rebuilds bit-identical probability tables (float64 division of the same integers, then constriction's
+own deterministic quantisation).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import constriction
+
+from codec.errors import BitstreamError
+
+
+class BitWriter:
+    def __init__(self) -> None:
+        self._bits: list[int] = []
+
+    def write(self, value: int, width: int) -> None:
+        if not 0 <= value < (1 << width):
+            raise ValueError(f"{value} does not fit in {width} bits")
+        self._bits.extend((value >> shift) & 1 for shift in range(width - 1, -1, -1))
+
+    def write_array(self, values: np.ndarray, width: int) -> None:
+        for value in np.asarray(values, dtype=np.int64).ravel():
+            self.write(int(value), width)
+
+    def write_gamma(self, value: int) -> None:
+        """Elias gamma code of value >= 1: 2*floor(log2 v) + 1 bits."""
+        width = int(value).bit_length()
+        self.write(0, width - 1)
+        self.write(value, width)
+
+    def getvalue(self) -> bytes:
+        padded = self._bits + [0] * (-len(self._bits) % 8)
+        return np.packbits(np.array(padded, dtype=np.uint8)).tobytes()
+
+    def __len__(self) -> int:
+        return len(self._bits)
+
+
+class BitReader:
+    """Reads what BitWriter wrote; running past the end raises BitstreamError naming ``field``."""
+
+    def __init__(self, data: bytes, field: str) -> None:
+        self._bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8))
+        self._pos = 0
+        self.field = field
+
+    def read(self, width: int) -> int:
+        if self._pos + width > len(self._bits):
+            raise BitstreamError(self.field, "ends before all fields were read")
+        value = 0
+        for bit in self._bits[self._pos:self._pos + width]:
+            value = (value << 1) | int(bit)
+        self._pos += width
+        return value
+
+    def read_array(self, count: int, width: int) -> np.ndarray:
+        if self._pos + count * width > len(self._bits):
+            raise BitstreamError(self.field, "ends before all fields were read")
+        bits = self._bits[self._pos:self._pos + count * width].reshape(count, width).astype(np.int64)
+        self._pos += count * width
+        return bits @ (1 << np.arange(width - 1, -1, -1, dtype=np.int64)) if width else np.zeros(count, np.int64)
+
+    def read_gamma(self, limit: int) -> int:
+        zeros = 0
+        while self.read(1) == 0:
+            zeros += 1
+            if zeros > limit.bit_length():
+                raise BitstreamError(self.field, f"a count exceeds {limit}")
+        value = (1 << zeros) | (self.read(zeros) if zeros else 0)
+        if value > limit:
+            raise BitstreamError(self.field, f"a count {value} exceeds {limit}")
+        return value
+
+    def remaining_bits(self) -> int:
+        return len(self._bits) - self._pos
+
+
+def write_histogram(writer: BitWriter, symbols: np.ndarray, alphabet: int) -> np.ndarray:
+    """Write the counts of ``symbols`` over ``alphabet`` (gamma of count + 1); return them."""
+    counts = np.bincount(symbols, minlength=alphabet)
+    for count in counts:
+        writer.write_gamma(int(count) + 1)
+    return counts
+
+
+def read_histogram(reader: BitReader, alphabet: int, total: int) -> np.ndarray:
+    """Read counts written by ``write_histogram``; they must add up to ``total`` symbols."""
+    counts = np.array([reader.read_gamma(total + 1) - 1 for _ in range(alphabet)], dtype=np.int64)
+    if counts.sum() != total:
+        raise BitstreamError(reader.field, f"histogram counts add up to {counts.sum()}, expected {total}")
+    return counts
+
+
+def histogram_bits(counts: np.ndarray) -> float:
+    """Ideal code length, in bits, of symbols with these counts under their own histogram."""
+    counts = counts[counts > 0].astype(np.float64)
+    return float(-(counts * np.log2(counts / counts.sum())).sum()) if counts.size else 0.0
+
+
+def categorical(counts: np.ndarray):
+    """The model both sides build from the same integer counts (zero-count symbols get no mass)."""
+    used = counts > 0
+    probabilities = np.where(used, counts, 0).astype(np.float64) / max(int(counts.sum()), 1)
+    return constriction.stream.model.Categorical(probabilities, perfect=False)
+
+
+def uniform(bits: int):
+    """The model of a symbol spread evenly over 2^bits values (no side information needed)."""
+    return constriction.stream.model.Uniform(1 << bits)
+
+
+class SymbolEncoder:
+    def __init__(self) -> None:
+        self._encoder = constriction.stream.queue.RangeEncoder()
+
+    def encode(self, symbols: np.ndarray, model) -> None:
+        if len(symbols):
+            self._encoder.encode(np.ascontiguousarray(symbols, dtype=np.int32), model)
+
+    def getvalue(self) -> bytes:
+        return self._encoder.get_compressed().astype("<u4").tobytes()
+
+
+class SymbolDecoder:
+    """Range decoder over the payload; any failure inside constriction becomes a BitstreamError."""
+
+    def __init__(self, payload: bytes) -> None:
+        if len(payload) % 4:
+            raise BitstreamError("payload_length", f"{len(payload)} is not a multiple of 4")
+        self._decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
+
+    def decode(self, model, count: int, field: str) -> np.ndarray:
+        if count == 0:
+            return np.zeros(0, dtype=np.int64)
+        try:
+            return np.asarray(self._decoder.decode(model, count), dtype=np.int64)
+        except Exception as exc:  # constriction raises plain errors on garbage input
+            raise BitstreamError(field, f"range decoding failed: {exc}") from exc

@@ -1,0 +1,101 @@
+"""Turning whatever Pillow opens into the codec's input: an 8-bit RGB array.
+
+* EXIF orientation is applied, so the picture is stored the way a viewer shows it.
+* Grayscale, palette and CMYK images are converted to RGB.
+* Alpha is composited over a white background (the codec stores no alpha channel).
+* 16-bit and 32-bit integer images are scaled to 8 bits (not clipped); float images are clipped to [0, 1].
+* The pixel count is checked from the header before any pixel is decoded.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from codec.errors import ImageError
+
+DEFAULT_MAX_PIXELS = 40_000_000
+
+def load_image(source, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:  # [H, W, 3] uint8
+    """Read ``source`` (path, encoded bytes, PIL image or array) into an [H, W, 3] uint8 array."""
+    if isinstance(source, np.ndarray):
+        return _array_to_rgb8(source)
+    if isinstance(source, Image.Image):
+        return _pil_to_rgb8(source, max_pixels)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise ImageError("empty_image", "the image is empty")
+        return _open_and_convert(io.BytesIO(bytes(source)), max_pixels)
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise ImageError("not_found", f"no such image file: {path}")
+        with path.open("rb") as handle:
+            return _open_and_convert(handle, max_pixels)
+    raise TypeError(f"cannot read an image from {type(source).__name__}")
+
+
+def _open_and_convert(stream, max_pixels: int) -> np.ndarray:
+    try:
+        with warnings.catch_warnings():
+            # A decompression-bomb warning is an error here, whatever Pillow's global threshold is.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(stream)
+            return _pil_to_rgb8(image, max_pixels)
+    except ImageError:
+        raise
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise ImageError("image_too_large", f"image is too large: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError("unsupported_image", "not an image format Pillow can read") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError("corrupt_image", f"the image is truncated or corrupt: {exc}") from exc
+
+
+def _pil_to_rgb8(image: Image.Image, max_pixels: int) -> np.ndarray:
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise ImageError("empty_image", f"image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageError("image_too_large", f"image has {width}x{height} pixels, more than {max_pixels}")
+    image.load()
+    image = ImageOps.exif_transpose(image)
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        scale = 65535.0 if mode.startswith("I;16") or np.asarray(image).max() <= 65535 else 2**32 - 1
+        gray = np.asarray(image, dtype=np.float64) / scale
+        return _array_to_rgb8(gray)
+    if mode == "F":
+        return _array_to_rgb8(np.asarray(image, dtype=np.float64))
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
+    return np.asarray(image.convert("RGB"))
+
+
+def _array_to_rgb8(array: np.ndarray) -> np.ndarray:
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4) or array.shape[0] < 1 or array.shape[1] < 1:
+        raise ImageError("bad_shape", f"expected an [H, W], [H, W, 3] or [H, W, 4] array, got {array.shape}")
+    if array.shape[2] == 4:
+        alpha = _unit_range(array[:, :, 3:])
+        array = _unit_range(array[:, :, :3]) * alpha + (1 - alpha)
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    if array.dtype == np.uint8:
+        return np.ascontiguousarray(array)
+    return np.ascontiguousarray(np.round(_unit_range(array) * 255).astype(np.uint8))
+
+
+def _unit_range(array: np.ndarray) -> np.ndarray:
+    """Integer images scaled by their type's maximum; floats taken as [0, 1] and clipped."""
+    if np.issubdtype(array.dtype, np.integer):
+        return array.astype(np.float64) / np.iinfo(array.dtype).max
+    return np.clip(np.nan_to_num(array.astype(np.float64)), 0.0, 1.0)

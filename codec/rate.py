@@ -1,0 +1,58 @@
+"""Rate control: from a bit budget to the Gaussian count, codebook sizes and bit-widths.
+
+The plan fills the budget with a model of the real stream (header, histograms, codebooks, entropy of
+row gaps and indices); the encoder then measures the real stream and prunes if it still overshoots.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from codec.bitstream import COLOR_COLUMNS, CRC_BYTES, HEADER_BYTES, SHAPE_COLUMNS
+
+MIN_GAUSSIANS = 16
+MIN_K, MAX_K = 8, 256
+
+
+@dataclass(frozen=True)
+class RatePlan:
+    n_gaussians: int
+    k_shape: int
+    k_color: int
+    position_bits: int
+    rows_sorted: bool
+    shape_bits: int
+    color_bits: int
+
+
+def plan_rate(target_bits: float, height: int, width: int, position_bits: int, rows_sorted: bool) -> RatePlan:
+    """Largest Gaussian count whose modelled stream size fits ``target_bits``."""
+    low, high = MIN_GAUSSIANS, max(MIN_GAUSSIANS, height * width // 4)
+    while low < high:  # bits grow with n: binary search the largest n that fits
+        mid = (low + high + 1) // 2
+        if estimate_bits(_plan_for(mid, position_bits, rows_sorted)) <= target_bits:
+            low = mid
+        else:
+            high = mid - 1
+    return _plan_for(low, position_bits, rows_sorted)
+
+
+def _plan_for(n: int, position_bits: int, rows_sorted: bool) -> RatePlan:
+    # Larger codebooks pay off at higher rates (the paper's ablation): about 16 Gaussians per entry.
+    k = int(min(MAX_K, max(MIN_K, 2 ** round(math.log2(max(n / 16, 1))))))
+    return RatePlan(n, k, k, position_bits, rows_sorted, 8, 8)
+
+
+def estimate_bits(plan: RatePlan) -> float:
+    n = plan.n_gaussians
+    if plan.rows_sorted:  # gaps between sorted rows: about geometric, with mean rows / n
+        mean_gap = (1 << plan.position_bits) / n
+        row_bits = (1 + mean_gap) * math.log2(1 + mean_gap) - mean_gap * math.log2(mean_gap)
+    else:
+        row_bits = plan.position_bits
+    index_bits = 0.95 * (math.log2(plan.k_shape) + math.log2(plan.k_color))  # near-uniform use of entries
+    per_gaussian = plan.position_bits + row_bits + index_bits
+    codebooks = plan.k_shape * len(SHAPE_COLUMNS) * plan.shape_bits + plan.k_color * len(COLOR_COLUMNS) * plan.color_bits
+    histograms = (plan.k_shape + plan.k_color) * (2 * math.log2(n / plan.k_shape + 1) + 1) + 3 * math.sqrt(n)
+    return 8 * (HEADER_BYTES + CRC_BYTES) + n * per_gaussian + codebooks + histograms + 32

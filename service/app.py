@@ -1,0 +1,63 @@
+"""The FastAPI application: ``create_app(settings)``; uvicorn serves it (see ``service.server``)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+from fastapi import FastAPI
+
+from service.errors import install_error_handlers
+from service.limits import BodyLimitMiddleware
+from service.metrics import Metrics, MetricsMiddleware
+from service.queue.base import JobQueue
+from service.routes import decode, encode, health, jobs
+from service.settings import Settings
+
+log = logging.getLogger("gsic.service")
+
+DESCRIPTION = """\
+Encode images to .gsi bitstreams (2D Gaussian splatting) as asynchronous jobs, and decode bitstreams
+to PNG synchronously.
+
+Flow: `POST /encode` (multipart `file`) -> 202 + `Location: /jobs/{id}` -> poll `GET /jobs/{id}` until
+`status` is `succeeded` -> `GET /jobs/{id}/result` (the bitstream) -> `POST /decode` (PNG).
+
+Every error is `application/problem+json` with a stable `code` and a human `message`.
+"""
+
+
+def create_app(settings: Settings | None = None, *, queue: JobQueue | None = None) -> FastAPI:
+    """Build the app. ``settings`` defaults to the ``GSIC_*`` environment; ``queue`` to the embedded one."""
+    settings = settings or Settings()
+    metrics = Metrics()
+    if queue is None:
+        from service.queue.embedded import EmbeddedQueue
+
+        queue = EmbeddedQueue(settings, metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.cpu_limiter = anyio.CapacityLimiter(settings.decode_concurrency)
+        await queue.start()
+        log.info("gsic service ready: data dir %s, workers %s", settings.data_dir,
+                 [w.device for w in queue.workers()])
+        try:
+            yield
+        finally:
+            await queue.stop()
+
+    app = FastAPI(title="gsic encoder service", version="1", description=DESCRIPTION, lifespan=lifespan,
+                  docs_url="/docs", redoc_url=None)
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.queue = queue
+    install_error_handlers(app)
+    for module in (encode, jobs, decode, health):
+        app.include_router(module.router)
+    # Outermost last: the metrics see every answer, the 413s of the body cap included.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, templates=lambda: list(app.openapi()["paths"]))
+    return app

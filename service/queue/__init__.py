@@ -1,0 +1,15 @@
+"""Job queue backends behind one interface (``JobQueue``): the embedded SQLite one today."""
+
+from service.queue.base import (
+    IdempotencyConflict,
+    JobNotFound,
+    JobQueue,
+    QueueFull,
+    QueueStats,
+    ResultExpired,
+    ResultNotReady,
+    WorkerInfo,
+)
+
+__all__ = ["IdempotencyConflict", "JobNotFound", "JobQueue", "QueueFull", "QueueStats", "ResultExpired",
+           "ResultNotReady", "WorkerInfo"]

@@ -1,0 +1,338 @@
+"""The embedded queue: a SQLite job store under GSIC_DATA_DIR and encode worker threads in this process.
+
+* Encodes run on worker threads (one per device), never on the event loop, so polls and /decode stay fast.
+* On start, jobs that were queued, and jobs that were running when the process died, are queued again
+  (a job whose worker died ``max_attempts`` times fails with ``worker_lost`` instead of looping forever).
+* A clean shutdown stops a running encode at its next progress report and puts the job back in the queue.
+* A lock file keeps a second process from opening the same data dir.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import anyio.to_thread
+
+import codec
+from service.jobs import JobRecord, JobStatus, Submission
+from service.metrics import Metrics
+from service.queue.base import (
+    IdempotencyConflict,
+    JobNotFound,
+    JobQueue,
+    QueueFull,
+    QueueStats,
+    ResultExpired,
+    ResultNotReady,
+    SubmitOutcome,
+    WorkerInfo,
+)
+from service.queue.store import IdempotencyKeyReused, JobStore, QueueFullError
+from service.settings import Settings
+
+log = logging.getLogger("gsic.service.queue")
+
+EncodeFn = Callable[..., "codec.EncodeReport"]
+
+_PROGRESS_WRITE_INTERVAL = 0.5  # seconds between progress rows written to SQLite (polls read live values)
+_IDLE_WAIT = 1.0  # a worker re-checks the store at least this often
+
+
+def worker_devices(device: str, workers: int | None) -> list[str]:
+    """The device of each worker: one per GPU (or one on CPU) unless ``workers`` says how many."""
+    if device in ("auto", "cuda"):
+        import torch
+
+        gpus = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        if device == "cuda" and not gpus:
+            raise RuntimeError("GSIC_DEVICE=cuda but no CUDA device is visible")
+        devices = gpus or ["cpu"]
+    else:
+        devices = [device]
+    if workers is None:
+        return devices
+    return [devices[i % len(devices)] for i in range(workers)]
+
+
+class _Live:
+    """What a running job has reported, kept in memory between (throttled) writes to the store."""
+
+    def __init__(self) -> None:
+        self.cancel = threading.Event()
+        self.iteration = 0
+        self.total: int | None = None
+        self.psnr: float | None = None
+        self.written_at = 0.0
+
+
+class EmbeddedQueue(JobQueue):
+    def __init__(self, settings: Settings, metrics: Metrics, *, encode: EncodeFn | None = None,
+                 devices: list[str] | None = None):
+        self.settings = settings
+        self.metrics = metrics
+        self._encode = encode or codec.encode_with_report
+        self._devices = devices if devices is not None else worker_devices(settings.device, settings.workers)
+        self._store: JobStore | None = None
+        self._lock_file = None
+        self._stopping = threading.Event()
+        self._wakeup = threading.Condition()
+        self._threads: list[threading.Thread] = []
+        self._busy: dict[str, str | None] = {}
+        self._live: dict[str, _Live] = {}
+        self._live_lock = threading.Lock()
+        self._mean_seconds = 5.0  # running mean of encode wall time, for Retry-After
+
+    # ---- lifecycle ----------------------------------------------------------------------------------------
+
+    @property
+    def store(self) -> JobStore:
+        if self._store is None:
+            raise RuntimeError("the queue is not started")
+        return self._store
+
+    async def start(self) -> None:
+        await anyio.to_thread.run_sync(self._start)
+
+    def _start(self) -> None:
+        data_dir = Path(self.settings.data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(data_dir / "queue.lock", "w")  # noqa: SIM115 - held until stop()
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            self._lock_file.close()
+            self._lock_file = None
+            raise RuntimeError(f"{data_dir} is in use by another gsic server") from exc
+        self._lock_file.write(str(os.getpid()))
+        self._lock_file.flush()
+        self._store = JobStore(data_dir / "jobs.sqlite3", self.settings.retention_seconds)
+        recovered = self._store.recover(self.settings.max_attempts)
+        self._store.purge_expired()
+        log.info("job store %s: %s", data_dir, recovered)
+        self._stopping.clear()
+        for index, device in enumerate(self._devices):
+            name = f"encoder-{index}"
+            self._busy[name] = None
+            thread = threading.Thread(target=self._work, args=(name, device), name=f"gsic-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        janitor = threading.Thread(target=self._janitor, name="gsic-janitor", daemon=True)
+        janitor.start()
+        self._threads.append(janitor)
+
+    async def stop(self) -> None:
+        await anyio.to_thread.run_sync(self._stop)
+
+    def _stop(self, timeout: float = 30.0) -> None:
+        self._stopping.set()
+        with self._wakeup:
+            self._wakeup.notify_all()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if any(t.is_alive() for t in self._threads):
+            log.warning("a worker did not stop within %.0f s", timeout)
+        self._threads.clear()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        if self._lock_file is not None:
+            self._lock_file.close()  # releases the flock
+            self._lock_file = None
+
+    # ---- the API the routes use ---------------------------------------------------------------------------
+
+    async def submit(self, submission: Submission) -> SubmitOutcome:
+        try:
+            record, created = await anyio.to_thread.run_sync(self.store.insert, submission,
+                                                             self.settings.queue_size)
+        except QueueFullError as exc:
+            raise QueueFull(exc.depth, self.retry_after()) from None
+        except IdempotencyKeyReused:
+            raise IdempotencyConflict("this Idempotency-Key was used with a different upload or parameters") \
+                from None
+        if created:
+            with self._wakeup:
+                self._wakeup.notify()
+        return SubmitOutcome(self._with_live(record), created)
+
+    async def get(self, job_id: str) -> JobRecord:
+        record = await anyio.to_thread.run_sync(self.store.get, job_id)
+        if record is None:
+            raise JobNotFound(job_id)
+        return self._with_live(record)
+
+    async def result(self, job_id: str) -> tuple[JobRecord, bytes]:
+        record = await self.get(job_id)
+        if record.status is not JobStatus.succeeded:
+            raise ResultNotReady(record)
+        if record.expires_at is not None and record.expires_at <= time.time():
+            raise ResultExpired(record)
+        data = await anyio.to_thread.run_sync(self.store.blob, job_id, "result")
+        if data is None:  # purged between the two reads
+            raise ResultExpired(record)
+        return record, data
+
+    async def cancel(self, job_id: str) -> JobRecord:
+        record = await anyio.to_thread.run_sync(self.store.request_cancel, job_id)
+        if record is None:
+            raise JobNotFound(job_id)
+        if record.status is JobStatus.running:
+            with self._live_lock:
+                live = self._live.get(job_id)
+            if live is not None:
+                live.cancel.set()
+        elif record.status is JobStatus.canceled and record.started_at is None:
+            self._count_finished(JobStatus.canceled, job_id)
+        return self._with_live(record)
+
+    async def stats(self) -> QueueStats:
+        counts = await anyio.to_thread.run_sync(self.store.counts)
+        return QueueStats(depth=counts.get("queued", 0), by_state=counts)
+
+    def workers(self) -> list[WorkerInfo]:
+        threads = {t.name: t for t in self._threads}
+        return [WorkerInfo(name=name, device=device, alive=bool(threads.get(f"gsic-{name}")
+                                                                  and threads[f"gsic-{name}"].is_alive()),
+                           busy_with=self._busy.get(name))
+                for name, device in zip(self._busy, self._devices)]
+
+    def retry_after(self, record: JobRecord | None = None) -> int:
+        workers = max(1, len(self._devices))
+        if record is None or record.status is JobStatus.queued:
+            estimate = self._mean_seconds / workers
+        else:
+            live = self._live.get(record.id)
+            done = (live.iteration / live.total) if live and live.total else 0.0
+            elapsed = time.time() - (record.started_at or time.time())
+            estimate = elapsed * (1 - done) / done if done > 0 else self._mean_seconds - elapsed
+        return int(min(30, max(1, math.ceil(estimate))))
+
+    # ---- internals ----------------------------------------------------------------------------------------
+
+    def _with_live(self, record: JobRecord) -> JobRecord:
+        if record.status is not JobStatus.running:
+            return record
+        with self._live_lock:
+            live = self._live.get(record.id)
+            if live is None:
+                return record
+            return replace(record, progress_iteration=live.iteration, progress_total=live.total,
+                           progress_psnr=live.psnr, cancel_requested=record.cancel_requested or live.cancel.is_set())
+
+    def _count_finished(self, status: JobStatus, job_id: str) -> None:
+        self.metrics.jobs_finished.labels(status.value).inc()
+        log.info("job %s %s", job_id, status.value)
+
+    def _janitor(self) -> None:
+        interval = min(60.0, max(1.0, self.settings.retention_seconds / 4))
+        while not self._stopping.wait(interval):
+            try:
+                dropped = self.store.purge_expired()
+                if dropped:
+                    log.info("dropped %d expired results", dropped)
+            except Exception:  # noqa: BLE001 - keep the janitor alive whatever happens
+                log.exception("purging expired results failed")
+
+    def _work(self, name: str, device: str) -> None:
+        log.info("worker %s started on %s", name, device)
+        while not self._stopping.is_set():
+            try:
+                record = self.store.claim_next()
+            except Exception:  # noqa: BLE001
+                log.exception("worker %s could not read the job store", name)
+                self._stopping.wait(_IDLE_WAIT)
+                continue
+            if record is None:
+                with self._wakeup:
+                    if not self._stopping.is_set():
+                        self._wakeup.wait(_IDLE_WAIT)
+                continue
+            self._busy[name] = record.id
+            try:
+                self._run(record, device)
+            except Exception:  # noqa: BLE001 - a store failure must not kill the worker
+                log.exception("worker %s failed to record job %s", name, record.id)
+            finally:
+                self._busy[name] = None
+        log.info("worker %s stopped", name)
+
+    def _run(self, record: JobRecord, device: str) -> None:
+        job_id = record.id
+        live = _Live()
+        with self._live_lock:
+            self._live[job_id] = live
+        if self._cancel_requested(job_id):  # a DELETE between the claim and now
+            live.cancel.set()
+
+        def progress(p) -> bool:
+            live.iteration, live.total, live.psnr = int(p.iteration), int(p.total), _float(p.psnr)
+            now = time.monotonic()
+            if now - live.written_at >= _PROGRESS_WRITE_INTERVAL:
+                live.written_at = now
+                self.store.update_progress(job_id, live.iteration, live.total, live.psnr)
+            return not (live.cancel.is_set() or self._stopping.is_set())
+
+        try:
+            image = self.store.blob(job_id, "input")
+            if image is None:
+                self.store.finish(job_id, JobStatus.failed, "input_missing", "the uploaded image was not found")
+                self._count_finished(JobStatus.failed, job_id)
+                return
+            params = record.params
+            started = time.perf_counter()
+            try:
+                report = self._encode(image, params.bpp, preset=params.preset, iterations=params.iterations,
+                                      seed=params.seed, device=device, progress=progress,
+                                      max_pixels=self.settings.max_pixels)
+            except codec.EncodeCancelled:
+                if live.cancel.is_set():
+                    self.store.finish(job_id, JobStatus.canceled, "canceled", "canceled while running")
+                    self._count_finished(JobStatus.canceled, job_id)
+                else:  # shutting down: run it again after the restart
+                    self.store.requeue(job_id)
+                    log.info("job %s put back in the queue (shutdown)", job_id)
+                return
+            except codec.ImageError as exc:
+                self.store.finish(job_id, JobStatus.failed, exc.code, str(exc))
+                self._count_finished(JobStatus.failed, job_id)
+                return
+            except Exception as exc:  # noqa: BLE001 - an encoder bug fails the job, not the worker
+                log.exception("job %s: encode failed", job_id)
+                self.store.finish(job_id, JobStatus.failed, "encode_failed", f"{type(exc).__name__}: {exc}")
+                self._count_finished(JobStatus.failed, job_id)
+                return
+            seconds = time.perf_counter() - started
+            if live.cancel.is_set() or self._cancel_requested(job_id):
+                self.store.finish(job_id, JobStatus.canceled, "canceled", "canceled while running")
+                self._count_finished(JobStatus.canceled, job_id)
+                return
+            self.store.finish_succeeded(job_id, report.data, bpp=report.bpp, psnr=report.psnr,
+                                        n_gaussians=report.n_gaussians, seconds=report.seconds,
+                                        device=str(report.device), iteration=live.total or live.iteration,
+                                        total=live.total)
+            self.metrics.encode_seconds.observe(seconds)
+            self._mean_seconds = 0.8 * self._mean_seconds + 0.2 * seconds
+            self._count_finished(JobStatus.succeeded, job_id)
+        finally:
+            with self._live_lock:
+                self._live.pop(job_id, None)
+
+    def _cancel_requested(self, job_id: str) -> bool:
+        record = self.store.get(job_id)
+        return record is not None and record.cancel_requested
+
+
+def _float(value) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None

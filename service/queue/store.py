@@ -1,0 +1,268 @@
+"""SQLite persistence of the embedded queue: job records, uploaded images and results.
+
+One connection guarded by a lock, WAL journal: a commit survives the process being killed (SIGKILL) at any
+point, and a job's row and its input (or its result and final state) are written in one transaction, so a
+restart never sees half a job.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from service.jobs import EncodeParams, JobRecord, JobStatus, Submission
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    status TEXT NOT NULL,
+    params TEXT NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    input_bytes INTEGER NOT NULL,
+    input_format TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    idempotency_key TEXT UNIQUE,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    progress_iteration INTEGER NOT NULL DEFAULT 0,
+    progress_total INTEGER,
+    progress_psnr REAL,
+    error_code TEXT,
+    error_message TEXT,
+    result_bytes INTEGER,
+    result_bpp REAL,
+    result_psnr REAL,
+    result_n_gaussians INTEGER,
+    result_seconds REAL,
+    result_device TEXT,
+    purged INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
+CREATE TABLE IF NOT EXISTS blobs (
+    job_id TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('input', 'result')),
+    data BLOB NOT NULL,
+    PRIMARY KEY (job_id, kind)
+);
+"""
+
+_FINISHED = tuple(s.value for s in JobStatus if s.finished)
+
+
+class QueueFullError(Exception):
+    def __init__(self, depth: int):
+        super().__init__(depth)
+        self.depth = depth
+
+
+class IdempotencyKeyReused(Exception):
+    pass
+
+
+class JobStore:
+    def __init__(self, path: Path, retention_seconds: float):
+        self.path = Path(path)
+        self.retention = float(retention_seconds)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # durable against process death; WAL keeps it consistent
+        with self._tx() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise RuntimeError(f"{self.path}: job store schema {version}, this service knows {SCHEMA_VERSION}")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # ---- reading ------------------------------------------------------------------------------------------
+
+    def _record(self, row: sqlite3.Row) -> JobRecord:
+        params = EncodeParams(**json.loads(row["params"]))
+        finished_at = row["finished_at"]
+        return JobRecord(
+            id=row["id"], status=JobStatus(row["status"]), params=params, width=row["width"], height=row["height"],
+            input_bytes=row["input_bytes"], input_format=row["input_format"], created_at=row["created_at"],
+            started_at=row["started_at"], finished_at=finished_at, attempts=row["attempts"],
+            cancel_requested=bool(row["cancel_requested"]), progress_iteration=row["progress_iteration"],
+            progress_total=row["progress_total"], progress_psnr=row["progress_psnr"], error_code=row["error_code"],
+            error_message=row["error_message"], result_bytes=row["result_bytes"], result_bpp=row["result_bpp"],
+            result_psnr=row["result_psnr"], result_n_gaussians=row["result_n_gaussians"],
+            result_seconds=row["result_seconds"], result_device=row["result_device"],
+            expires_at=None if finished_at is None else finished_at + self.retention,
+        )
+
+    def get(self, job_id: str) -> JobRecord | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else self._record(row)
+
+    def blob(self, job_id: str, kind: str) -> bytes | None:
+        with self._lock:
+            row = self._db.execute("SELECT data FROM blobs WHERE job_id = ? AND kind = ?", (job_id, kind)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
+        return {status: n for status, n in rows}
+
+    def depth(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued'").fetchone()[0]
+
+    def all_ids(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._db.execute("SELECT id FROM jobs ORDER BY seq").fetchall()]
+
+    # ---- writing ------------------------------------------------------------------------------------------
+
+    def insert(self, submission: Submission, queue_size: int) -> tuple[JobRecord, bool]:
+        """Queue a job with its input; an Idempotency-Key replay returns the existing job instead."""
+        with self._tx() as db:
+            if submission.idempotency_key is not None:
+                row = db.execute("SELECT * FROM jobs WHERE idempotency_key = ?",
+                                 (submission.idempotency_key,)).fetchone()
+                if row is not None:
+                    if row["fingerprint"] != submission.fingerprint:
+                        raise IdempotencyKeyReused()
+                    return self._record(row), False
+            depth = db.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued'").fetchone()[0]
+            if depth >= queue_size:
+                raise QueueFullError(depth)
+            job_id = str(uuid.uuid4())
+            db.execute(
+                "INSERT INTO jobs (id, status, params, width, height, input_bytes, input_format, fingerprint, "
+                "idempotency_key, created_at) VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)",
+                (job_id, json.dumps(submission.params.as_dict()), submission.width, submission.height,
+                 len(submission.image), submission.image_format, submission.fingerprint,
+                 submission.idempotency_key, time.time()))
+            db.execute("INSERT INTO blobs (job_id, kind, data) VALUES (?, 'input', ?)", (job_id, submission.image))
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return self._record(row), True
+
+    def claim_next(self) -> JobRecord | None:
+        """Move the oldest queued job to running and return it."""
+        with self._tx() as db:
+            row = db.execute("SELECT id FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1").fetchone()
+            if row is None:
+                return None
+            db.execute("UPDATE jobs SET status = 'running', started_at = ?, attempts = attempts + 1, "
+                       "progress_iteration = 0, progress_total = NULL, progress_psnr = NULL WHERE id = ?",
+                       (time.time(), row["id"]))
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (row["id"],)).fetchone()
+        return self._record(row)
+
+    def update_progress(self, job_id: str, iteration: int, total: int | None, psnr: float | None) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET progress_iteration = ?, progress_total = ?, progress_psnr = ? "
+                       "WHERE id = ? AND status = 'running'", (iteration, total, psnr, job_id))
+
+    def finish_succeeded(self, job_id: str, data: bytes, *, bpp: float, psnr: float, n_gaussians: int,
+                         seconds: float, device: str, iteration: int, total: int | None) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO blobs (job_id, kind, data) VALUES (?, 'result', ?)", (job_id, data))
+            db.execute("DELETE FROM blobs WHERE job_id = ? AND kind = 'input'", (job_id,))
+            db.execute(
+                "UPDATE jobs SET status = 'succeeded', finished_at = ?, result_bytes = ?, result_bpp = ?, "
+                "result_psnr = ?, result_n_gaussians = ?, result_seconds = ?, result_device = ?, "
+                "progress_iteration = ?, progress_total = ? WHERE id = ?",
+                (time.time(), len(data), bpp, psnr, n_gaussians, seconds, device, iteration, total, job_id))
+
+    def finish(self, job_id: str, status: JobStatus, code: str | None = None, message: str | None = None) -> None:
+        """End a job as failed or canceled (its input is dropped)."""
+        assert status in (JobStatus.failed, JobStatus.canceled)
+        with self._tx() as db:
+            db.execute("DELETE FROM blobs WHERE job_id = ? AND kind = 'input'", (job_id,))
+            db.execute("UPDATE jobs SET status = ?, finished_at = ?, error_code = ?, error_message = ? WHERE id = ?",
+                       (status.value, time.time(), code, message, job_id))
+
+    def requeue(self, job_id: str) -> None:
+        """Put a job interrupted by a clean shutdown back in the queue (this start does not count)."""
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET status = 'queued', started_at = NULL, attempts = MAX(attempts - 1, 0), "
+                       "progress_iteration = 0, progress_total = NULL, progress_psnr = NULL "
+                       "WHERE id = ? AND status = 'running'", (job_id,))
+
+    def request_cancel(self, job_id: str) -> JobRecord | None:
+        """Cancel a queued job now; flag a running one (its worker stops it)."""
+        with self._tx() as db:
+            row = db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                return None
+            if row["status"] == "queued":
+                db.execute("DELETE FROM blobs WHERE job_id = ? AND kind = 'input'", (job_id,))
+                db.execute("UPDATE jobs SET status = 'canceled', finished_at = ?, cancel_requested = 1, "
+                           "error_code = 'canceled', error_message = 'canceled before it started' WHERE id = ?",
+                           (time.time(), job_id))
+            elif row["status"] == "running":
+                db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return self._record(row)
+
+    def recover(self, max_attempts: int) -> dict[str, int]:
+        """After a start: jobs left running by a dead process are queued again (or end, see below)."""
+        now = time.time()
+        with self._tx() as db:
+            canceled = db.execute(
+                "UPDATE jobs SET status = 'canceled', finished_at = ?, error_code = 'canceled', "
+                "error_message = 'canceled while running' WHERE status = 'running' AND cancel_requested = 1",
+                (now,)).rowcount
+            failed = db.execute(
+                "UPDATE jobs SET status = 'failed', finished_at = ?, error_code = 'worker_lost', "
+                "error_message = 'the server stopped during this encode ' || attempts || ' times' "
+                "WHERE status = 'running' AND attempts >= ?", (now, max_attempts)).rowcount
+            requeued = db.execute(
+                "UPDATE jobs SET status = 'queued', started_at = NULL, progress_iteration = 0, "
+                "progress_total = NULL, progress_psnr = NULL WHERE status = 'running'").rowcount
+            db.execute("DELETE FROM blobs WHERE kind = 'input' AND job_id IN "
+                       f"(SELECT id FROM jobs WHERE status IN {_FINISHED})")
+            queued = db.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued'").fetchone()[0]
+        return {"requeued": requeued, "queued": queued, "failed": failed, "canceled": canceled}
+
+    def purge_expired(self, now: float | None = None) -> int:
+        """Drop the results of jobs past retention (the row stays, so the result answers 410, not 404);
+        forget rows 7 retention periods old. Returns how many results were dropped."""
+        now = time.time() if now is None else now
+        with self._tx() as db:
+            expired = [r[0] for r in db.execute(
+                f"SELECT id FROM jobs WHERE status IN {_FINISHED} AND purged = 0 AND finished_at + ? <= ?",
+                (self.retention, now)).fetchall()]
+            for job_id in expired:
+                db.execute("DELETE FROM blobs WHERE job_id = ?", (job_id,))
+            if expired:
+                marks = ",".join("?" * len(expired))
+                db.execute(f"UPDATE jobs SET purged = 1, idempotency_key = NULL WHERE id IN ({marks})", expired)
+            db.execute(f"DELETE FROM jobs WHERE status IN {_FINISHED} AND finished_at + ? <= ?",
+                       (7 * self.retention, now))
+        return len(expired)

@@ -1,0 +1,114 @@
+"""POST /decode: a .gsi bitstream in, a PNG out, synchronously."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import logging
+import time
+
+import anyio.to_thread
+import numpy as np
+from fastapi import APIRouter, Request, Response
+from PIL import Image
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
+
+import codec
+from service.deps import CpuLimiterDep, MetricsDep, SettingsDep
+from service.errors import Problem, problems
+
+log = logging.getLogger("gsic.service.decode")
+
+router = APIRouter(tags=["decode"])
+
+_BODY_DOC = {
+    "requestBody": {
+        "required": True,
+        "description": "The bitstream as the raw body, or as the part named `file` of a multipart form.",
+        "content": {
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
+                                               "properties": {"file": {"type": "string", "format": "binary"}}}},
+        },
+    }
+}
+
+
+def header_fields(header) -> dict[str, str]:
+    """The bitstream header as ``X-Gsic-*`` response headers (``n_gaussians`` -> ``X-Gsic-N-Gaussians``)."""
+    values = dataclasses.asdict(header) if dataclasses.is_dataclass(header) else dict(vars(header))
+    out = {}
+    for name, value in values.items():
+        if isinstance(value, (bytes, bytearray, list, tuple, dict)) or value is None:
+            continue
+        label = "-".join(part.capitalize() for part in name.split("_"))
+        text = f"{value:.6g}" if isinstance(value, float) else str(value)
+        if text.isprintable() and len(text) < 200:
+            out[f"X-Gsic-{label}"] = text
+    return out
+
+
+def _render_png(data: bytes, device: str) -> bytes:
+    pixels = codec.decode(data, device=device)
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8), "RGB").save(buffer, "PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+async def _read_bitstream(request: Request, max_bytes: int) -> bytes:
+    content_type = request.headers.get("content-type", "")
+    if content_type.lower().startswith("multipart/form-data"):
+        try:
+            async with request.form(max_files=1, max_fields=16) as form:
+                part = form.get("file")
+                if not isinstance(part, UploadFile):
+                    raise Problem(422, "missing_file", "the multipart form has no file part named 'file'")
+                return await part.read(max_bytes + 1)
+        except MultiPartException as exc:
+            raise Problem(400, "bad_multipart", f"the multipart body cannot be parsed: {exc.message}") from None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise Problem(413, "body_too_large", f"the request body is larger than {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.post(
+    "/decode",
+    response_class=Response,
+    response_model=None,
+    summary="Decode a .gsi bitstream to PNG",
+    openapi_extra=_BODY_DOC,
+    responses={200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+                     "description": "The decoded image; the bitstream header is echoed in X-Gsic-* headers "
+                                    "(X-Gsic-Version, X-Gsic-Width, X-Gsic-Height, X-Gsic-N-Gaussians, ...)."},
+               **problems(400, 413, 422)},
+)
+async def decode(request: Request, settings: SettingsDep, metrics: MetricsDep, limiter: CpuLimiterDep) -> Response:
+    data = await _read_bitstream(request, settings.max_upload_bytes)
+    if not data:
+        raise Problem(422, "empty_bitstream", "the request has no bitstream (empty body)")
+    try:
+        header = codec.inspect(data)
+    except codec.BitstreamError as exc:
+        raise Problem(422, "invalid_bitstream", str(exc), field=exc.field) from None
+    except (ValueError, IndexError, OverflowError) as exc:  # the header parser should say BitstreamError
+        raise Problem(422, "invalid_bitstream", f"{type(exc).__name__}: {exc}", field="header") from None
+    pixels = int(header.width) * int(header.height)
+    if pixels > settings.max_pixels:
+        raise Problem(413, "image_too_large", f"the bitstream is {header.width}x{header.height} pixels, more than "
+                                              f"this server decodes ({settings.max_pixels})")
+    started = time.perf_counter()
+    try:
+        png = await anyio.to_thread.run_sync(_render_png, data, settings.decode_device, limiter=limiter)
+    except codec.BitstreamError as exc:
+        raise Problem(422, "invalid_bitstream", str(exc), field=exc.field) from None
+    except (ValueError, IndexError, OverflowError, EOFError) as exc:
+        log.warning("decode raised %s past the header check: %s", type(exc).__name__, exc)
+        raise Problem(422, "invalid_bitstream", f"{type(exc).__name__}: {exc}", field="payload") from None
+    metrics.decode_seconds.observe(time.perf_counter() - started)
+    headers = {"Content-Disposition": 'inline; filename="decoded.png"', **header_fields(header)}
+    return Response(png, media_type="image/png", headers=headers)

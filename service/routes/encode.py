@@ -1,0 +1,89 @@
+"""POST /encode: upload an image, get an encode job back (202)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import anyio.to_thread
+from fastapi import APIRouter, File, Form, Header, Response, UploadFile, status
+
+import codec
+from service.deps import CpuLimiterDep, QueueDep, SettingsDep
+from service.errors import Problem, problems
+from service.jobs import EncodeParams, Job, Submission, job_resource
+from service.queue.base import IdempotencyConflict, QueueFull
+from service.uploads import check_image, fingerprint
+
+router = APIRouter(tags=["encode"])
+
+# The codec's accepted target range (codec.presets.MIN_BPP/MAX_BPP, not part of its public API).
+MIN_BPP, MAX_BPP = 0.02, 2.0
+DEFAULT_PRESET = "medium"
+
+
+@router.post(
+    "/encode",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Job,
+    summary="Queue an encode job",
+    responses={
+        202: {"description": "Queued (or the existing job of a replayed Idempotency-Key). Poll the Location.",
+              "headers": {"Location": {"description": "/jobs/{id}", "schema": {"type": "string"}},
+                          "Retry-After": {"description": "Seconds before the first poll",
+                                          "schema": {"type": "integer"}}}},
+        **problems(413, 415, 422, 429),
+    },
+)
+async def submit_encode(
+    response: Response,
+    queue: QueueDep,
+    settings: SettingsDep,
+    limiter: CpuLimiterDep,
+    file: Annotated[UploadFile, File(description="The image: PNG, JPEG, GIF (first frame), WebP, BMP, TIFF, "
+                                                 "PPM/PGM or AVIF, sniffed from its bytes.")],
+    bpp: Annotated[float | None, Form(ge=MIN_BPP, le=MAX_BPP, allow_inf_nan=False,
+                                      description="Target bits per pixel (or give a preset).")] = None,
+    preset: Annotated[str | None, Form(max_length=64, description="A rate preset instead of a bpp: "
+                                       + ", ".join(f"{k} ({v} bpp)" for k, v in codec.RATE_PRESETS.items())
+                                       + f". Neither: {DEFAULT_PRESET}.")] = None,
+    iterations: Annotated[int | None, Form(ge=1, description="Optimisation iterations (default: the "
+                                           "codec's); at most GSIC_MAX_ITERATIONS.")] = None,
+    seed: Annotated[int, Form(ge=0, le=2**31 - 1, description="Random seed of the encoder.")] = 0,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255,
+                                                  description="Same key + same upload: the same job.")] = None,
+) -> Job:
+    if bpp is not None and preset is not None:
+        raise Problem(422, "invalid_parameters", "give a target bpp or a preset, not both")
+    if preset is not None and preset not in codec.RATE_PRESETS:
+        raise Problem(422, "unknown_preset",
+                      f"unknown preset {preset!r}; known: {', '.join(sorted(codec.RATE_PRESETS))}")
+    if bpp is None and preset is None:
+        preset = DEFAULT_PRESET if DEFAULT_PRESET in codec.RATE_PRESETS else next(iter(codec.RATE_PRESETS))
+    if iterations is not None and iterations > settings.max_iterations:
+        raise Problem(422, "invalid_parameters", f"iterations must be at most {settings.max_iterations}")
+
+    stats = await queue.stats()  # cheap early answer; the queue checks again atomically when it inserts
+    if stats.depth >= settings.queue_size:
+        retry = str(queue.retry_after())
+        raise Problem(429, "queue_full", f"the queue is full ({stats.depth} jobs waiting)",
+                      headers={"Retry-After": retry})
+    data = await file.read(settings.max_upload_bytes + 1)  # the body cap already holds; this is a backstop
+    await file.close()
+    if len(data) > settings.max_upload_bytes:
+        raise Problem(413, "body_too_large", f"the file is larger than {settings.max_upload_bytes} bytes")
+    image_format, width, height = await anyio.to_thread.run_sync(check_image, data, settings.max_pixels,
+                                                                 limiter=limiter)
+    params = EncodeParams(bpp=bpp, preset=preset, iterations=iterations, seed=seed)
+    submission = Submission(image=data, image_format=image_format, width=width, height=height, params=params,
+                            fingerprint=fingerprint(data, params), idempotency_key=idempotency_key)
+    try:
+        outcome = await queue.submit(submission)
+    except QueueFull as exc:
+        raise Problem(429, "queue_full", str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
+    except IdempotencyConflict as exc:
+        raise Problem(422, "idempotency_key_reused", str(exc)) from None
+    record = outcome.record
+    response.headers["Location"] = f"/jobs/{record.id}"
+    if not record.status.finished:
+        response.headers["Retry-After"] = str(queue.retry_after(record))
+    return job_resource(record)

@@ -1,0 +1,35 @@
+"""Running the service under uvicorn: ``serve(host, port)`` (what ``gsic serve`` calls)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import warnings
+
+import uvicorn
+from PIL import Image
+
+from service.app import create_app
+from service.settings import Settings
+
+
+def serve(host: str = "127.0.0.1", port: int = 8000, *, settings: Settings | None = None) -> None:
+    """Serve the app until interrupted (SIGINT/SIGTERM stop it cleanly; running encodes are requeued)."""
+    settings = settings or Settings()
+    # codec.load_image already promotes this warning inside a catch_warnings block, which is not thread-safe;
+    # this process serves uploads from several threads, so make it an error process-wide as well.
+    warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+    level = settings.log_level.lower()
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=host, port=port, log_level=level, timeout_graceful_shutdown=30,
+                            server_header=False)
+    uvicorn.Server(config).run()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m service", description="Run the gsic encoder service.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args(argv)
+    serve(args.host, args.port)

@@ -1,0 +1,31 @@
+"""Service configuration, read from ``GSIC_*`` environment variables (pydantic-settings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every field can be set from the environment as ``GSIC_<FIELD NAME IN CAPITALS>``."""
+
+    model_config = SettingsConfigDict(env_prefix="GSIC_", extra="ignore", frozen=True)
+
+    data_dir: Path = Field(Path("./.gsic-data"), description="Where the SQLite job store lives.")
+    max_upload_bytes: int = Field(32 * 1024 * 1024, ge=1, description="Largest request body accepted (413 above).")
+    max_pixels: int = Field(16_777_216, ge=1, description="Largest image (width x height) accepted, "
+                            "checked from the header before decoding; applies to uploads and to /decode.")
+    queue_size: int = Field(64, ge=1, description="Most jobs waiting to run; a full queue answers 429.")
+    retention_seconds: float = Field(86_400.0, gt=0, description="How long a finished job's result is kept.")
+    workers: int | None = Field(None, ge=0, description="Encode worker threads; default one per GPU, "
+                                "or one on CPU. 0 accepts jobs without running them.")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="Encode device: "
+                        "auto, cpu, cuda or cuda:N.")
+    decode_device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$", description="Device for /decode.")
+    decode_concurrency: int = Field(4, ge=1, description="Most decodes / upload validations run at once; "
+                                    "more requests wait their turn.")
+    max_iterations: int = Field(20_000, ge=1, description="Upper bound of the 'iterations' encode knob.")
+    max_attempts: int = Field(3, ge=1, description="A job whose worker died this many times fails.")
+    log_level: str = Field("info", description="uvicorn / service log level.")

@@ -1,0 +1,20 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import codec
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def crop() -> np.ndarray:  # [64, 96, 3] uint8, a detailed Kodak crop
+    return np.asarray(Image.open(FIXTURES / "kodim23_crop96x64.png").convert("RGB"))
+
+
+@pytest.fixture(scope="session")
+def encoded(crop) -> codec.EncodeReport:
+    """One real encode shared by the tests that only need a valid bitstream."""
+    return codec.encode_with_report(crop, 1.0, iterations=80, seed=0)

@@ -1,0 +1,113 @@
+"""Malformed bitstreams: every truncation and thousands of bit flips give BitstreamError or an image."""
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+
+import codec
+from codec.bitstream import HEADER_BYTES, HEADER_FIELDS, MAGIC
+
+
+def _offset(name: str) -> int:
+    offset = len(MAGIC)
+    for field in HEADER_FIELDS:
+        if field.name == name:
+            return offset
+        offset += struct.calcsize("<" + field.fmt)
+    raise KeyError(name)
+
+
+def _patched(data: bytes, name: str, value: int) -> bytes:
+    """Overwrite one header field and refresh the checksum, so only that field is wrong."""
+    field = next(f for f in HEADER_FIELDS if f.name == name)
+    body = bytearray(data[:-4])
+    struct.pack_into("<" + field.fmt, body, _offset(name), value)
+    return bytes(body) + struct.pack("<I", zlib.crc32(bytes(body)))
+
+
+def _decode_or_error(data: bytes) -> None:
+    try:
+        pixels = codec.decode(data)
+    except codec.BitstreamError:
+        return
+    assert pixels.dtype == np.uint8 and pixels.ndim == 3
+
+
+def test_every_truncation_is_rejected(encoded):
+    for length in range(len(encoded.data)):
+        with pytest.raises(codec.BitstreamError):
+            codec.decode(encoded.data[:length])
+
+
+def test_random_bit_flips_never_crash(encoded):
+    rng = np.random.default_rng(0)
+    data = np.frombuffer(encoded.data, dtype=np.uint8)
+    for _ in range(3000):
+        flipped = data.copy()
+        for position in rng.integers(0, len(data) * 8, size=rng.integers(1, 4)):
+            flipped[position // 8] ^= 1 << (position % 8)
+        _decode_or_error(flipped.tobytes())
+
+
+def test_bit_flips_with_valid_checksum_never_crash(encoded):
+    """Flips behind a recomputed CRC reach the field checks and the range decoder themselves."""
+    rng = np.random.default_rng(1)
+    body = np.frombuffer(encoded.data[:-4], dtype=np.uint8)
+    for _ in range(1500):
+        flipped = body.copy()
+        position = rng.integers(0, len(body) * 8)
+        flipped[position // 8] ^= 1 << (position % 8)
+        raw = flipped.tobytes()
+        _decode_or_error(raw + struct.pack("<I", zlib.crc32(raw)))
+
+
+@pytest.mark.parametrize("name, value, field", [
+    ("version", 2, "version"),
+    ("flags", 7, "flags"),
+    ("width", 0, "width"),
+    ("n_gaussians", 2**31, "n_gaussians"),
+    ("position_bits", 30, "position_bits"),
+    ("k_shape", 4000, "k_shape"),
+    ("side_length", 2**31, "side_length"),
+    ("payload_length", 12, "length"),
+])
+def test_header_fields_are_range_checked(encoded, name, value, field):
+    data = _patched(encoded.data, name, value)
+    with pytest.raises(codec.BitstreamError) as info:
+        codec.decode(data)
+    assert info.value.field in (field, "length")
+
+
+def test_absurd_pixel_count_is_rejected_before_allocation(encoded):
+    data = _patched(_patched(encoded.data, "width", 16384), "height", 16384)
+    with pytest.raises(codec.BitstreamError, match="pixels"):
+        codec.decode(data)
+
+
+@pytest.mark.parametrize("data, field", [
+    (b"", "length"),
+    (b"GSIC", "length"),
+    (b"\x89PNG\r\n\x1a\n" + bytes(200), "magic"),
+])
+def test_garbage_is_rejected(data, field):
+    with pytest.raises(codec.BitstreamError) as info:
+        codec.decode(data)
+    assert info.value.field == field
+
+
+def test_trailing_bytes_are_rejected(encoded):
+    with pytest.raises(codec.BitstreamError, match="length"):
+        codec.decode(encoded.data + b"\0")
+
+
+def test_wrong_checksum_is_rejected(encoded):
+    data = bytearray(encoded.data)
+    data[HEADER_BYTES + 1] ^= 0x10
+    with pytest.raises(codec.BitstreamError, match="crc32"):
+        codec.decode(bytes(data))
+
+
+def test_bitstream_error_is_a_value_error():
+    assert issubclass(codec.BitstreamError, ValueError)

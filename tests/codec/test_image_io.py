@@ -1,0 +1,76 @@
+"""Inputs: whatever Pillow opens becomes 8-bit RGB; anything else gets a clear ImageError."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from codec import ImageError, load_image
+
+
+def _png(image: Image.Image, **params) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", **params)
+    return buffer.getvalue()
+
+
+def test_rgb_png_bytes_and_array_agree(crop):
+    assert np.array_equal(load_image(_png(Image.fromarray(crop))), crop)
+    assert np.array_equal(load_image(crop), crop)
+
+
+def test_grayscale_becomes_three_equal_channels():
+    gray = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4
+    pixels = load_image(_png(Image.fromarray(gray, "L")))
+    assert pixels.shape == (8, 8, 3) and np.array_equal(pixels[..., 0], gray) and np.array_equal(pixels[..., 2], gray)
+
+
+def test_sixteen_bit_is_scaled_not_clipped():
+    values = np.array([[0, 257, 32896, 65535]], dtype=np.uint16)
+    pixels = load_image(_png(Image.fromarray(values)))
+    assert pixels[0, :, 0].tolist() == [0, 1, 128, 255]
+
+
+def test_alpha_is_composited_over_white():
+    rgba = np.zeros((2, 2, 4), dtype=np.uint8)
+    rgba[0, 0] = [255, 0, 0, 255]  # opaque red stays red
+    rgba[0, 1] = [255, 0, 0, 0]  # transparent becomes white
+    pixels = load_image(_png(Image.fromarray(rgba, "RGBA")))
+    assert pixels[0, 0].tolist() == [255, 0, 0] and pixels[0, 1].tolist() == [255, 255, 255]
+
+
+def test_exif_orientation_is_applied():
+    image = Image.new("RGB", (4, 2), (0, 0, 0))
+    image.putpixel((0, 0), (255, 255, 255))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise for display
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", exif=exif)
+    pixels = load_image(buffer.getvalue())
+    assert pixels.shape == (4, 2, 3)
+    assert pixels[0, 1].tolist() == [255, 255, 255]
+
+
+@pytest.mark.parametrize("data, code", [
+    (b"", "empty_image"),
+    (b"<html><body>hi</body></html>", "unsupported_image"),
+    (b"PK\x03\x04" + bytes(40), "unsupported_image"),
+])
+def test_non_images_are_rejected(data, code):
+    with pytest.raises(ImageError) as info:
+        load_image(data)
+    assert info.value.code == code
+
+
+def test_truncated_png_is_corrupt(crop):
+    data = _png(Image.fromarray(crop))
+    with pytest.raises(ImageError) as info:
+        load_image(data[: len(data) // 2])
+    assert info.value.code == "corrupt_image"
+
+
+def test_pixel_cap_is_checked_before_decoding(crop):
+    with pytest.raises(ImageError) as info:
+        load_image(_png(Image.fromarray(crop)), max_pixels=100)
+    assert info.value.code == "image_too_large"

@@ -1,0 +1,73 @@
+"""Encode -> decode of a real Kodak crop: quality floor, real size, rate window, determinism."""
+
+import numpy as np
+import pytest
+
+import codec
+
+
+def test_roundtrip_quality_size_and_rate(crop, encoded):
+    height, width = crop.shape[:2]
+    decoded = codec.decode(encoded.data)
+    assert decoded.shape == crop.shape and decoded.dtype == np.uint8
+    # Measured 26.7 dB with 80 iterations; the floor leaves room for platform noise.
+    assert codec.psnr(crop, decoded) > 24.5
+    assert encoded.psnr == pytest.approx(codec.psnr(crop, decoded))
+    assert encoded.bpp == len(encoded.data) * 8 / (width * height)
+    assert 0.9 <= encoded.bpp <= 1.0 + 1e-9  # within 10 % below the target, never above
+
+
+def test_decode_is_deterministic(encoded):
+    first, second = codec.decode(encoded.data), codec.decode(encoded.data)
+    assert first.tobytes() == second.tobytes()
+
+
+def test_same_seed_same_bytes(crop):
+    a = codec.encode(crop, 1.0, iterations=20, seed=3)
+    b = codec.encode(crop, 1.0, iterations=20, seed=3)
+    assert a == b
+
+
+def test_paper_method_roundtrip(crop):
+    report = codec.encode_with_report(crop, 1.0, method="paper", iterations=80)
+    header = codec.inspect(report.data)
+    assert header.blend_mode == "alpha" and not header.rows_sorted and header.position_bits == 10
+    assert report.psnr > 24.0
+    assert report.bpp <= 1.0
+
+
+def test_inspect_reports_the_header(crop, encoded):
+    header = codec.inspect(encoded.data)
+    assert (header.width, header.height) == (crop.shape[1], crop.shape[0])
+    assert header.n_gaussians == encoded.n_gaussians
+    assert header.total_bytes == len(encoded.data)
+
+
+def test_progress_reports_and_cancels(crop):
+    seen = []
+
+    def progress(p: codec.Progress):
+        seen.append(p)
+        return p.iteration < 21
+
+    with pytest.raises(codec.EncodeCancelled):
+        codec.encode(crop, 1.0, iterations=100, progress=progress)
+    assert seen[0].total == 100 and seen[-1].iteration == 21
+    assert all(b.iteration > a.iteration for a, b in zip(seen, seen[1:]))
+    assert seen[-1].psnr > seen[0].psnr
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"bpp": 0.0}, "bpp must be within"),
+    ({"bpp": None, "preset": "nope"}, "unknown preset"),
+    ({"bpp": 0.1, "preset": "medium"}, "exactly one"),
+    ({"bpp": 0.1, "method": "fast"}, "unknown method"),
+])
+def test_bad_options_raise_value_error(crop, kwargs, message):
+    bpp = kwargs.pop("bpp")
+    with pytest.raises(ValueError, match=message):
+        codec.encode(crop, bpp, **kwargs)
+
+
+def test_presets_name_the_paper_rates():
+    assert codec.RATE_PRESETS == {"lowest": 0.042, "low": 0.066, "medium": 0.125, "high": 0.183}

@@ -1,0 +1,129 @@
+"""Helpers shared by the service tests: images in many flavours, bounded polling, a live uvicorn server."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[2]
+FINISHED = ("succeeded", "failed", "canceled")
+
+
+def gradient(width: int, height: int) -> np.ndarray:
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([x * 255 // max(1, width - 1), y * 255 // max(1, height - 1), (x + y) % 256],
+                    axis=-1).astype(np.uint8)
+
+
+def image_bytes(width: int, height: int, fmt: str = "PNG", mode: str = "RGB", **save) -> bytes:
+    image = Image.fromarray(gradient(width, height), "RGB")
+    if mode != "RGB":
+        image = image.convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **save)
+    return buffer.getvalue()
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def huge_header_png(width: int = 65535, height: int = 65535) -> bytes:
+    """A PNG whose header claims width x height pixels, with a few bytes of payload."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", zlib.compress(b"\0" * 64))
+            + png_chunk(b"IEND", b""))
+
+
+def wait_for(get_json, *, until=FINISHED, timeout: float = 60.0, interval: float = 0.05) -> dict:
+    """Poll ``get_json()`` (a job resource) until its status is in ``until``; bounded by ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = get_json()
+        if job["status"] in until:
+            return job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job still {job['status']} after {timeout} s: {job}")
+        time.sleep(interval)
+
+
+def wait_job(client, job_id: str, **kwargs) -> dict:
+    return wait_for(lambda: client.get(f"/jobs/{job_id}").json(), **kwargs)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LiveServer:
+    """``python -m service`` under uvicorn on a free loopback port, with its own data dir and log file."""
+
+    def __init__(self, data_dir: Path, log_path: Path, **env: str):
+        self.data_dir, self.log_path, self.extra_env = Path(data_dir), Path(log_path), env
+        self.proc: subprocess.Popen | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 90.0) -> LiveServer:
+        # GSIC_DEVICE from the environment (e.g. cuda on a GPU machine), else the CPU.
+        env = {**os.environ, "GSIC_DATA_DIR": str(self.data_dir),
+               "GSIC_DEVICE": os.environ.get("GSIC_DEVICE", "cpu"), "GSIC_LOG_LEVEL": "warning", **self.extra_env}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+        for _ in range(3):  # another process may grab the port between free_port() and the bind
+            self.port = free_port()
+            with self.log_path.open("ab") as log:
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(self.port)],
+                    cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                try:
+                    if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+                        return self
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.2)
+            if self.proc.poll() is None:
+                self.kill()
+                break
+        raise AssertionError(f"the server did not become ready; log:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:] if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown handler runs, exactly like a crash."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def __enter__(self) -> LiveServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

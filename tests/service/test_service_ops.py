@@ -1,0 +1,135 @@
+"""Health, readiness, metrics, OpenAPI docs and settings."""
+
+from __future__ import annotations
+
+import inspect
+import os
+
+import pytest
+from pydantic import ValidationError
+
+from service.settings import Settings
+from svc_helpers import image_bytes, wait_job
+
+
+def metric(text: str, line_start: str) -> float:
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_start)]
+    assert values, f"no metric {line_start!r}"
+    return sum(values)
+
+
+def test_healthz_and_readyz(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    body = ready.json()
+    assert body["status"] == "ready" and body["devices"] == ["cpu"]
+    assert body["workers"][0]["device"] == "cpu" and body["workers"][0]["alive"]
+
+
+def test_not_ready_without_workers(idle_client):
+    assert idle_client.get("/healthz").status_code == 200
+    ready = idle_client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.headers["content-type"].startswith("application/problem+json")
+    assert ready.json()["code"] == "not_ready" and ready.json()["workers"] == []
+
+
+def test_metrics(client, bitstream):
+    job = client.post("/encode", files={"file": ("a.png", image_bytes(16, 16))},
+                      data={"iterations": "10", "preset": "high"}).json()
+    wait_job(client, job["id"])
+    queued = client.post("/encode", files={"file": ("a.png", b"<html>")})
+    assert queued.status_code == 415
+    assert client.post("/decode", content=bitstream).status_code == 200
+    client.get("/jobs/missing")
+    text = client.get("/metrics")
+    assert text.headers["content-type"].startswith("text/plain")
+    text = text.text
+    assert metric(text, 'gsic_http_requests_total{method="POST",route="/encode",status="202"}') == 1
+    assert metric(text, 'gsic_http_requests_total{method="POST",route="/encode",status="415"}') == 1
+    assert metric(text, 'gsic_http_requests_total{method="GET",route="/jobs/{job_id}",status="404"}') == 1
+    assert metric(text, 'gsic_jobs{state="succeeded"}') == 1
+    assert metric(text, 'gsic_jobs{state="queued"}') == 0
+    assert metric(text, "gsic_queue_depth") == 0
+    assert metric(text, 'gsic_jobs_finished_total{state="succeeded"}') == 1
+    assert metric(text, "gsic_encode_duration_seconds_count") == 1
+    assert metric(text, "gsic_decode_duration_seconds_count") == 1
+    assert metric(text, "gsic_http_request_duration_seconds_count") >= 5
+
+
+def test_each_app_has_its_own_registry(make_client, tmp_path):
+    first = make_client(workers=0, data_dir=tmp_path / "one")
+    second = make_client(workers=0, data_dir=tmp_path / "two")
+    first.get("/healthz")
+    first.get("/healthz")
+    second.get("/healthz")
+    line = 'gsic_http_requests_total{method="GET",route="/healthz",status="200"}'
+    assert metric(first.get("/metrics").text, line) == 2
+    assert metric(second.get("/metrics").text, line) == 1
+
+
+def test_openapi_docs(idle_client):
+    assert idle_client.get("/docs").status_code == 200
+    schema = idle_client.get("/openapi.json").json()
+    expected = {("/encode", "post"): "202", ("/jobs/{job_id}", "get"): "200", ("/jobs/{job_id}", "delete"): "200",
+                ("/jobs/{job_id}/result", "get"): "200", ("/decode", "post"): "200", ("/healthz", "get"): "200",
+                ("/readyz", "get"): "200", ("/metrics", "get"): "200"}
+    for (path, method), ok in expected.items():
+        responses = schema["paths"][path][method]["responses"]
+        assert ok in responses and responses[ok].get("content"), (path, method)
+    encode = schema["paths"]["/encode"]["post"]
+    assert "multipart/form-data" in encode["requestBody"]["content"]
+    assert "application/problem+json" in encode["responses"]["415"]["content"]
+    assert "application/octet-stream" in schema["paths"]["/decode"]["post"]["requestBody"]["content"]
+
+
+def test_unknown_route_and_method_are_problems(idle_client):
+    missing = idle_client.get("/nowhere")
+    assert missing.status_code == 404 and missing.json()["code"] == "not_found"
+    wrong = idle_client.put("/encode")
+    assert wrong.status_code == 405 and wrong.json()["code"] == "method_not_allowed"
+    assert wrong.headers["content-type"].startswith("application/problem+json")
+
+
+def test_settings_from_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("GSIC_DATA_DIR", str(tmp_path / "d"))
+    monkeypatch.setenv("GSIC_MAX_UPLOAD_BYTES", "1234")
+    monkeypatch.setenv("GSIC_MAX_PIXELS", "5000")
+    monkeypatch.setenv("GSIC_QUEUE_SIZE", "3")
+    monkeypatch.setenv("GSIC_RETENTION_SECONDS", "60")
+    monkeypatch.setenv("GSIC_WORKERS", "2")
+    monkeypatch.setenv("GSIC_DEVICE", "cuda:1")
+    settings = Settings()
+    assert (settings.data_dir, settings.max_upload_bytes, settings.max_pixels, settings.queue_size,
+            settings.retention_seconds, settings.workers, settings.device) == (
+        tmp_path / "d", 1234, 5000, 3, 60.0, 2, "cuda:1")
+    monkeypatch.setenv("GSIC_DEVICE", "tpu")
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+def test_defaults(monkeypatch):
+    for name in [n for n in os.environ if n.startswith("GSIC_")]:
+        monkeypatch.delenv(name)
+    settings = Settings()
+    assert str(settings.data_dir) == ".gsic-data" and settings.retention_seconds == 86400
+    assert settings.workers is None and settings.device == "auto"
+
+
+def test_worker_devices():
+    from service.queue.embedded import worker_devices
+
+    assert worker_devices("cpu", None) == ["cpu"]
+    assert worker_devices("cpu", 2) == ["cpu", "cpu"]
+    assert worker_devices("cuda:1", None) == ["cuda:1"]
+    assert worker_devices("auto", 0) == []
+    auto = worker_devices("auto", None)
+    assert auto == ["cpu"] or all(d.startswith("cuda:") for d in auto)
+
+
+def test_serve_signature():
+    from service.server import serve
+
+    params = inspect.signature(serve).parameters
+    assert list(params)[:2] == ["host", "port"]
