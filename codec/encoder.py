@@ -31,6 +31,9 @@ from codec.rate import MIN_GAUSSIANS, RatePlan, plan_rate
 from kernels import render
 
 PROGRESS_EVERY = 10
+BUDGET_FIT_ROUNDS = 4  # measure-and-adjust rounds of the Gaussian count before vector quantisation
+BUDGET_FILL = 0.985  # aim just under the budget: training after this point moves the size a little
+BUDGET_TOLERANCE = 0.01
 PRUNE_OPACITY = 0.001
 SPLIT_SHRINK = 1.6
 
@@ -70,7 +73,7 @@ def encode_array(
     plan = plan_rate(budget, height, width, config.position_bits, rows_sorted=config.blend_mode == "sum")
     total = max(int(iterations or config.iterations), 2)
     encoder = _Encoder(target, plan, config, total, seed, progress)
-    encoder.train()
+    encoder.train(budget)
     data = encoder.write(budget)
     return EncodeResult(data=data, n_gaussians=len(encoder.gaussians), device=str(torch_device))
 
@@ -107,22 +110,24 @@ class _Encoder:
         self.gaussians = initialise(target, n_initial, self.generator)
         self.shape_vq: _Codebook | None = None
         self.color_vq: _Codebook | None = None
+        self._pull: Tensor | None = None
         self._make_optimizer()
 
     # --- training -------------------------------------------------------------------------------
-    def train(self) -> None:
+    def train(self, budget_bits: float) -> None:
         fit_steps = max(1, int(self.config.fit_share * self.total))
-        densify_until = int(self.config.densify_until * self.total)
-        grad_sum = torch.zeros(len(self.gaussians), device=self.target.device)
+        rounds = self.config.densify_rounds
+        densify_at = {round(self.config.densify_until * self.total * (i + 1) / rounds) for i in range(rounds)}
+        grad_sum, since = torch.zeros(len(self.gaussians), device=self.target.device), 0
         for step in range(self.total):
             if step == fit_steps:
-                self._start_quantisation()
+                self._start_quantisation(budget_bits, grad_sum / max(since, 1))
             image = self._step()
             if step < fit_steps:
-                grad_sum += self.gaussians.xy.grad.norm(dim=1)
-                if 0 < step <= densify_until and step % self.config.densify_every == 0:
-                    self._densify(grad_sum / self.config.densify_every)
-                    grad_sum = torch.zeros(len(self.gaussians), device=self.target.device)
+                grad_sum, since = grad_sum + self.gaussians.xy.grad.norm(dim=1), since + 1
+                if step + 1 in densify_at and step + 1 < fit_steps:
+                    self._densify(grad_sum / since)
+                    grad_sum, since = torch.zeros(len(self.gaussians), device=self.target.device), 0
             self._scheduler.step()
             if self.progress is not None and (step % PROGRESS_EVERY == 0 or step == self.total - 1):
                 self._report(step + 1, image)
@@ -189,21 +194,26 @@ class _Encoder:
         for vq in (self.shape_vq, self.color_vq):
             if vq is not None:
                 vq.assign = vq.assign[index]
+        if self._pull is not None:
+            self._pull = self._pull[index]
 
     # --- adaptive density control ---------------------------------------------------------------
     def _densify(self, mean_grad: Tensor) -> None:
-        g = self.gaussians
-        keep = torch.sigmoid(g.opacity_logit.detach()) >= PRUNE_OPACITY
-        slots = self.plan.n_gaussians - int(keep.sum())
-        grow = min(slots, int(keep.sum()) // 4)
+        """Prune transparent Gaussians, then grow the most-pulled ones, a quarter at most, up to the plan."""
+        keep = torch.sigmoid(self.gaussians.opacity_logit.detach()) >= PRUNE_OPACITY
         index = keep.nonzero().squeeze(1)
-        if grow <= 0:
-            self._select(index)
+        grow = min(self.plan.n_gaussians - len(index), len(index) // 4)
+        self._grow(index, mean_grad, grow)
+
+    def _grow(self, kept: Tensor, mean_grad: Tensor, count: int) -> None:
+        """Keep ``kept`` and add ``count`` Gaussians where the positional gradient is largest."""
+        if count <= 0:
+            self._select(kept)
             return
-        chosen = index[mean_grad[index].topk(grow).indices]
-        max_scale = g.log_scale.detach().exp().max(dim=1).values
-        large = max_scale[chosen] > max_scale[index].median()
-        self._split_and_clone(index, chosen, large)
+        chosen = kept[mean_grad[kept].topk(min(count, len(kept))).indices]
+        max_scale = self.gaussians.log_scale.detach().exp().max(dim=1).values
+        large = max_scale[chosen] > max_scale[kept].median()
+        self._split_and_clone(kept, chosen, large)
 
     def _split_and_clone(self, kept: Tensor, chosen: Tensor, large: Tensor) -> None:
         """Split large chosen Gaussians in two (shrunk by SPLIT_SHRINK), clone small ones along their gradient."""
@@ -213,8 +223,9 @@ class _Encoder:
         offset = torch.randn(len(chosen), 2, generator=self.generator).to(xy.device) * scales[chosen]
         cos, sin = torch.cos(rotation[chosen]), torch.sin(rotation[chosen])
         offset = torch.stack([cos * offset[:, 0] - sin * offset[:, 1], sin * offset[:, 0] + cos * offset[:, 1]], 1)
-        grad = g.xy.grad[chosen]
-        along_gradient = -grad / grad.norm(dim=1, keepdim=True).clamp(min=1e-12) * scales[chosen].mean(1, keepdim=True)
+        # Right after a reorder no gradient is at hand: clones then move by the random offset instead.
+        direction = -g.xy.grad[chosen] if g.xy.grad is not None else offset
+        along_gradient = direction / direction.norm(dim=1, keepdim=True).clamp(min=1e-12) * scales[chosen].mean(1, keepdim=True)
         child_xy = torch.where(large[:, None], xy[chosen] + offset, xy[chosen] + along_gradient)
         xy[chosen] = torch.where(large[:, None], xy[chosen] - offset, xy[chosen])
         log_scale[chosen] -= large[:, None].float() * math.log(SPLIT_SHRINK)
@@ -230,22 +241,38 @@ class _Encoder:
         g = self.gaussians
         return torch.cat([g.color, torch.sigmoid(g.opacity_logit)[:, None]], dim=1)
 
-    def _start_quantisation(self) -> None:
-        """Reorder by position, cluster both attribute groups, and train codebooks and positions from here on."""
+    def _start_quantisation(self, budget_bits: float, mean_grad: Tensor) -> None:
+        """Fit the count to the measured budget, cluster both attribute groups, and from here on train
+        the codebooks and the positions."""
         g = self.gaussians
+        self._pull = mean_grad  # kept in step with the Gaussians by _select, to grow where it pulls most
         with torch.no_grad():
             g.xy[:, 0].clamp_(0, self.width)
             g.xy[:, 1].clamp_(0, self.height)
             # A Gaussian is the same under a half turn: keep rotations in [-pi/2, pi/2] so K-means sees it.
             g.rotation.sub_(math.pi * torch.round(g.rotation / math.pi))
-        self._sort_if_order_free()
-        plan = self.plan
-        self.shape_vq = self._cluster(self._shape_vectors(), plan.k_shape, plan.shape_bits, SHAPE_COLUMNS)
-        self.color_vq = self._cluster(self._color_vectors(), plan.k_color, plan.color_bits, COLOR_COLUMNS)
+        for _ in range(BUDGET_FIT_ROUNDS):
+            self._sort_if_order_free()
+            self._cluster_both()
+            bits = len(write_bitstream(self._quantized())) * 8
+            n = len(self.gaussians)
+            wanted = max(MIN_GAUSSIANS, min(round(n * BUDGET_FILL * budget_bits / bits), self.height * self.width))
+            if abs(wanted - n) <= BUDGET_TOLERANCE * n:
+                break
+            if wanted < n:
+                self._select(self._importance(wanted))
+            else:
+                self._grow(torch.arange(n, device=g.xy.device), self._pull, wanted - n)
+            self.shape_vq = self.color_vq = None
         c = self.config
         self._codebook_optimizer = torch.optim.Adam(
             [{"params": [self.shape_vq.centroids], "lr": c.lr_log_scale},
              {"params": [self.color_vq.centroids], "lr": c.lr_color}], eps=1e-15)
+
+    def _cluster_both(self) -> None:
+        plan = self.plan
+        self.shape_vq = self._cluster(self._shape_vectors(), plan.k_shape, plan.shape_bits, SHAPE_COLUMNS)
+        self.color_vq = self._cluster(self._color_vectors(), plan.k_color, plan.color_bits, COLOR_COLUMNS)
 
     def _cluster(self, vectors: Tensor, k: int, bits: int, columns: tuple[str, ...]) -> _Codebook:
         bounds = torch.tensor([RANGE_BOUNDS[c] for c in columns], dtype=vectors.dtype, device=vectors.device)

@@ -18,7 +18,7 @@ class Method:
     iterations: int = 1200  # total optimisation steps at full resolution
     fit_share: float = 0.7  # steps before vector quantisation starts
     densify_until: float = 0.5  # share of steps during which density control runs
-    densify_every: int = 100
+    densify_rounds: int = 5  # evenly spaced over the densification window
     initial_share: float = 0.8  # Gaussians initialised, as a share of the planned count; densification adds the rest
     ssim_weight: float = 0.2  # loss = (1 - w) L1 + w (1 - SSIM)
     position_bits: int = 10

@@ -8,8 +8,9 @@ from service.queue.base import (
     QueueStats,
     ResultExpired,
     ResultNotReady,
+    SubmitOutcome,
     WorkerInfo,
 )
 
 __all__ = ["IdempotencyConflict", "JobNotFound", "JobQueue", "QueueFull", "QueueStats", "ResultExpired",
-           "ResultNotReady", "WorkerInfo"]
+           "ResultNotReady", "SubmitOutcome", "WorkerInfo"]

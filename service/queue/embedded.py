@@ -182,15 +182,16 @@ class EmbeddedQueue(JobQueue):
         return record, data
 
     async def cancel(self, job_id: str) -> JobRecord:
-        record = await anyio.to_thread.run_sync(self.store.request_cancel, job_id)
-        if record is None:
+        outcome = await anyio.to_thread.run_sync(self.store.request_cancel, job_id)
+        if outcome is None:
             raise JobNotFound(job_id)
+        record, before = outcome
         if record.status is JobStatus.running:
             with self._live_lock:
                 live = self._live.get(job_id)
             if live is not None:
                 live.cancel.set()
-        elif record.status is JobStatus.canceled and record.started_at is None:
+        elif before is JobStatus.queued:
             self._count_finished(JobStatus.canceled, job_id)
         return self._with_live(record)
 

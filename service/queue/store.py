@@ -214,12 +214,14 @@ class JobStore:
                        "progress_iteration = 0, progress_total = NULL, progress_psnr = NULL "
                        "WHERE id = ? AND status = 'running'", (job_id,))
 
-    def request_cancel(self, job_id: str) -> JobRecord | None:
-        """Cancel a queued job now; flag a running one (its worker stops it)."""
+    def request_cancel(self, job_id: str) -> tuple[JobRecord, JobStatus] | None:
+        """Cancel a queued job now; flag a running one (its worker stops it). Returns the job and the status
+        it had before."""
         with self._tx() as db:
             row = db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
                 return None
+            before = JobStatus(row["status"])
             if row["status"] == "queued":
                 db.execute("DELETE FROM blobs WHERE job_id = ? AND kind = 'input'", (job_id,))
                 db.execute("UPDATE jobs SET status = 'canceled', finished_at = ?, cancel_requested = 1, "
@@ -228,7 +230,7 @@ class JobStore:
             elif row["status"] == "running":
                 db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
             row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return self._record(row)
+        return self._record(row), before
 
     def recover(self, max_attempts: int) -> dict[str, int]:
         """After a start: jobs left running by a dead process are queued again (or end, see below)."""

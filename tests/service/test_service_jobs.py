@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import sqlite3
 import time
 from datetime import datetime
@@ -9,7 +10,6 @@ from datetime import datetime
 import numpy as np
 import pytest
 from PIL import Image
-import io
 
 import codec
 from svc_helpers import image_bytes, wait_job
@@ -114,6 +114,7 @@ def test_cancel_queued_job_is_idempotent(idle_client, small_png):
     assert second.status_code == 200 and second.json() == first.json()
     assert_problem(idle_client.get(f"/jobs/{job['id']}/result"), 409, "job_not_succeeded")
     assert "Retry-After" not in idle_client.get(f"/jobs/{job['id']}").headers
+    assert 'gsic_jobs_finished_total{state="canceled"} 1.0' in idle_client.get("/metrics").text  # counted once
 
 
 def test_cancel_running_job_stops_it(client, kodak_crop):
