@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 
-import codec
+# torch's and numba's OpenMP threads share the cores; spinning idle threads can starve each other.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import codec  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,9 +5,9 @@ from codec.bitstream import Header
 from codec.encoder import Progress
 from codec.errors import BitstreamError, CodecError, EncodeCancelled, ImageError
 from codec.image_io import load_image
-from codec.presets import RATE_PRESETS
+from codec.presets import MAX_BPP, MIN_BPP, RATE_PRESETS
 
 __all__ = [
     "BitstreamError", "CodecError", "EncodeCancelled", "EncodeReport", "Header", "ImageError",
-    "Progress", "RATE_PRESETS", "decode", "encode", "encode_with_report", "inspect", "load_image", "psnr",
+    "MAX_BPP", "MIN_BPP", "Progress", "RATE_PRESETS", "decode", "encode", "encode_with_report", "inspect", "load_image", "psnr",
 ]

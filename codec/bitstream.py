@@ -4,9 +4,10 @@ Every field is checked before anything is allocated from it, and every failure r
 naming the field. Layout (little-endian):
 
     header   fixed fields (HEADER_FIELDS) + 14 float16 ranges (3 shape columns, 4 colour columns)
-    side     bit-packed: row-gap histogram (sorted rows only), index histograms, shape and colour codebooks
+    side     bit-packed: row-gap histogram (sorted rows only), shape histograms (per column, or of the
+             shape index), colour index histogram, shape codebook (unless per Gaussian), colour codebook
     payload  range-coded symbols (uint32 words): row (or row gap dy when rows are sorted), column,
-             shape index, colour index per Gaussian
+             shape (3 column symbols, or a codebook index), colour index per Gaussian
     crc32    of everything before it
 """
 
@@ -28,12 +29,15 @@ MAX_SIDE = 16384
 MAX_PIXELS = 40_000_000
 MAX_GAUSSIANS = 1 << 20
 MAX_K = 4096
+MAX_SCALAR_BITS = 10  # per-Gaussian shapes carry a histogram of 2^bits counts per column
 MAX_SECTION_BYTES = 64 << 20
-SHAPE_COLUMNS = ("log_scale_1", "log_scale_2", "rotation")
+# Shape is stored as the matrix logarithm of the covariance, log S = R diag(2 log s) R^T: unique and
+# continuous (no half-turn or axis-swap ambiguity), so K-means distances between shapes are meaningful.
+SHAPE_COLUMNS = ("log_cov_xx", "log_cov_xy", "log_cov_yy")
 COLOR_COLUMNS = ("red", "green", "blue", "opacity")
 BLEND_MODES = ("alpha", "sum")
-# Decoded values must stay in these bounds (scales from exp(-8) to exp(10) px; rotations in radians).
-RANGE_BOUNDS = {"log_scale_1": (-8.0, 10.0), "log_scale_2": (-8.0, 10.0), "rotation": (-4.0, 4.0),
+# Decoded values must stay in these bounds (standard deviations from exp(-8) to exp(10) px).
+RANGE_BOUNDS = {"log_cov_xx": (-16.0, 20.0), "log_cov_xy": (-18.0, 18.0), "log_cov_yy": (-16.0, 20.0),
                 "red": (-4.0, 5.0), "green": (-4.0, 5.0), "blue": (-4.0, 5.0), "opacity": (0.0, 1.0)}
 
 
@@ -47,12 +51,13 @@ class Field:
 
 HEADER_FIELDS = (
     Field("version", "B", VERSION, VERSION),
-    Field("flags", "B", 0, 3),  # bit 0: blend mode (0 ordered alpha, 1 accumulated sum); bit 1: rows sorted
+    # bit 0: blend mode (0 ordered alpha, 1 accumulated sum); bit 1: rows sorted; bit 2: shape per Gaussian
+    Field("flags", "B", 0, 7),
     Field("width", "H", 1, MAX_SIDE),
     Field("height", "H", 1, MAX_SIDE),
     Field("n_gaussians", "I", 0, MAX_GAUSSIANS),
     Field("position_bits", "B", 4, 14),
-    Field("k_shape", "H", 1, MAX_K),
+    Field("k_shape", "H", 0, MAX_K),  # 0 exactly when the shape is coded per Gaussian
     Field("k_color", "H", 1, MAX_K),
     Field("shape_bits", "B", 1, 16),
     Field("color_bits", "B", 1, 16),
@@ -69,6 +74,7 @@ class Header:
     version: int
     blend_mode: str
     rows_sorted: bool
+    shape_per_gaussian: bool
     width: int
     height: int
     n_gaussians: int
@@ -100,8 +106,9 @@ class QuantizedGaussians:
     rows_sorted: bool  # stored in non-decreasing row order, rows coded as gaps (order-free blending only)
     shape_bits: int
     shape_ranges: np.ndarray  # [3, 2] float32 holding float16 values
-    shape_codebook: np.ndarray  # [k_shape, 3] int
-    shape_index: np.ndarray  # [N] int
+    shape_per_gaussian: bool  # shape symbols coded per Gaussian (scalar quantisation), not via a codebook
+    shape_codebook: np.ndarray  # [k_shape, 3] int; with shape_per_gaussian: [N, 3], row i for Gaussian i
+    shape_index: np.ndarray  # [N] int; with shape_per_gaussian: 0 .. N-1
     color_bits: int
     color_ranges: np.ndarray  # [4, 2]
     color_codebook: np.ndarray  # [k_color, 4] int
@@ -120,19 +127,27 @@ def write_bitstream(q: QuantizedGaussians) -> bytes:
         row_model = categorical(write_histogram(side, rows, row_alphabet))
     else:
         row_model = uniform(q.position_bits)
-    shape_counts = write_histogram(side, q.shape_index, len(q.shape_codebook))
+    if q.shape_per_gaussian:
+        shape_models = [categorical(write_histogram(side, column, 1 << q.shape_bits)) for column in q.shape_codebook.T]
+    else:
+        shape_model = categorical(write_histogram(side, q.shape_index, len(q.shape_codebook)))
     color_counts = write_histogram(side, q.color_index, len(q.color_codebook))
-    side.write_array(q.shape_codebook, q.shape_bits)
+    if not q.shape_per_gaussian:
+        side.write_array(q.shape_codebook, q.shape_bits)
     side.write_array(q.color_codebook, q.color_bits)
     symbols = SymbolEncoder()
     symbols.encode(rows, row_model)
     symbols.encode(q.x, uniform(q.position_bits))
-    symbols.encode(q.shape_index, categorical(shape_counts))
+    if q.shape_per_gaussian:
+        for column, model in zip(q.shape_codebook.T, shape_models):
+            symbols.encode(column, model)
+    else:
+        symbols.encode(q.shape_index, shape_model)
     symbols.encode(q.color_index, categorical(color_counts))
     side_bytes, payload = side.getvalue(), symbols.getvalue()
-    flags = BLEND_MODES.index(q.blend_mode) | (int(q.rows_sorted) << 1)
+    flags = BLEND_MODES.index(q.blend_mode) | (int(q.rows_sorted) << 1) | (int(q.shape_per_gaussian) << 2)
     values = [VERSION, flags, q.width, q.height, n, q.position_bits,
-              len(q.shape_codebook), len(q.color_codebook), q.shape_bits, q.color_bits, len(side_bytes), len(payload)]
+              0 if q.shape_per_gaussian else len(q.shape_codebook), len(q.color_codebook), q.shape_bits, q.color_bits, len(side_bytes), len(payload)]
     for field, value in zip(HEADER_FIELDS, values):
         _check(field, value)
     ranges = np.concatenate([q.shape_ranges.ravel(), q.color_ranges.ravel()]).astype(np.float16)
@@ -156,6 +171,11 @@ def parse_header(data: bytes) -> Header:
     for name in ("k_shape", "k_color"):
         if fields[name] > max(fields["n_gaussians"], 1):
             raise BitstreamError(name, f"{fields[name]} codebook entries for {fields['n_gaussians']} Gaussians")
+    per_gaussian = bool(fields["flags"] & 4)
+    if per_gaussian != (fields["k_shape"] == 0):
+        raise BitstreamError("k_shape", "must be 0 exactly when the shape is coded per Gaussian")
+    if per_gaussian and fields["shape_bits"] > MAX_SCALAR_BITS:
+        raise BitstreamError("shape_bits", f"{fields['shape_bits']} exceeds {MAX_SCALAR_BITS} for per-Gaussian shapes")
     expected = HEADER_BYTES + fields["side_length"] + fields["payload_length"] + CRC_BYTES
     if len(data) != expected:
         raise BitstreamError("length", f"{len(data)} bytes, but the header declares {expected}")
@@ -165,7 +185,8 @@ def parse_header(data: bytes) -> Header:
     shape_ranges = _checked_ranges(ranges[: 2 * len(SHAPE_COLUMNS)], SHAPE_COLUMNS)
     color_ranges = _checked_ranges(ranges[2 * len(SHAPE_COLUMNS):], COLOR_COLUMNS)
     flags = fields.pop("flags")
-    return Header(blend_mode=BLEND_MODES[flags & 1], rows_sorted=bool(flags & 2), shape_ranges=shape_ranges, color_ranges=color_ranges, **fields)
+    return Header(blend_mode=BLEND_MODES[flags & 1], rows_sorted=bool(flags & 2), shape_per_gaussian=bool(flags & 4),
+                  shape_ranges=shape_ranges, color_ranges=color_ranges, **fields)
 
 
 def read_bitstream(data: bytes) -> tuple[Header, QuantizedGaussians]:
@@ -177,16 +198,25 @@ def read_bitstream(data: bytes) -> tuple[Header, QuantizedGaussians]:
         row_model = categorical(read_histogram(side, row_alphabet, n))
     else:
         row_model = uniform(header.position_bits)
-    shape_counts = read_histogram(side, header.k_shape, n)
+    if header.shape_per_gaussian:
+        shape_models = [categorical(read_histogram(side, 1 << header.shape_bits, n)) for _ in SHAPE_COLUMNS]
+    else:
+        shape_model = categorical(read_histogram(side, header.k_shape, n))
     color_counts = read_histogram(side, header.k_color, n)
-    shape_codebook = side.read_array(header.k_shape * len(SHAPE_COLUMNS), header.shape_bits)
+    if not header.shape_per_gaussian:
+        shape_codebook = side.read_array(header.k_shape * len(SHAPE_COLUMNS), header.shape_bits)
     color_codebook = side.read_array(header.k_color * len(COLOR_COLUMNS), header.color_bits)
     if side.remaining_bits() >= 8:
         raise BitstreamError("side_length", f"{side.remaining_bits()} bits left over after the codebooks")
     payload = SymbolDecoder(data[HEADER_BYTES + header.side_length: len(data) - CRC_BYTES])
     rows = payload.decode(row_model, n, "payload.rows")
     x = payload.decode(uniform(header.position_bits), n, "payload.x")
-    shape_index = payload.decode(categorical(shape_counts), n, "payload.shape_index")
+    if header.shape_per_gaussian:
+        shape_codebook = np.stack([payload.decode(model, n, f"payload.{name}")
+                                   for model, name in zip(shape_models, SHAPE_COLUMNS)], 1).ravel()
+        shape_index = np.arange(n)
+    else:
+        shape_index = payload.decode(shape_model, n, "payload.shape_index")
     color_index = payload.decode(categorical(color_counts), n, "payload.color_index")
     y = np.cumsum(rows) if header.rows_sorted else rows
     if n and y.max() >= (1 << header.position_bits):
@@ -195,7 +225,8 @@ def read_bitstream(data: bytes) -> tuple[Header, QuantizedGaussians]:
         width=header.width, height=header.height, blend_mode=header.blend_mode,
         position_bits=header.position_bits, x=x, y=y, rows_sorted=header.rows_sorted,
         shape_bits=header.shape_bits, shape_ranges=np.array(header.shape_ranges, dtype=np.float32),
-        shape_codebook=shape_codebook.reshape(header.k_shape, len(SHAPE_COLUMNS)), shape_index=shape_index,
+        shape_per_gaussian=header.shape_per_gaussian,
+        shape_codebook=shape_codebook.reshape(-1, len(SHAPE_COLUMNS)), shape_index=shape_index,
         color_bits=header.color_bits, color_ranges=np.array(header.color_ranges, dtype=np.float32),
         color_codebook=color_codebook.reshape(header.k_color, len(COLOR_COLUMNS)), color_index=color_index,
     )

@@ -19,11 +19,12 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from codec.bitstream import COLOR_COLUMNS, RANGE_BOUNDS, SHAPE_COLUMNS, QuantizedGaussians, write_bitstream
 from codec.errors import EncodeCancelled
-from codec.gaussians import Gaussians, initialise, position_step
+from codec.gaussians import Gaussians, initialise, log_covariance, position_step, scales_and_rotation
 from codec.losses import l1_ssim_loss
 from codec.presets import Method, resolve_method
 from codec.quantize import fake_quantize, half_range, kmeans, quantize_uniform
@@ -70,7 +71,8 @@ def encode_array(
     height, width = pixels.shape[:2]
     target = torch.tensor(pixels, dtype=torch.float32, device=torch_device) / 255
     budget = target_bpp * height * width
-    plan = plan_rate(budget, height, width, config.position_bits, rows_sorted=config.blend_mode == "sum")
+    plan = plan_rate(budget, height, width, config.position_bits, rows_sorted=config.blend_mode == "sum",
+                     shape_per_gaussian=config.shape_per_gaussian)
     total = max(int(iterations or config.iterations), 2)
     encoder = _Encoder(target, plan, config, total, seed, progress)
     encoder.train(budget)
@@ -111,6 +113,9 @@ class _Encoder:
         self.shape_vq: _Codebook | None = None
         self.color_vq: _Codebook | None = None
         self._pull: Tensor | None = None
+        half = ((self.height + 1) // 2, (self.width + 1) // 2)
+        self._half_target = F.interpolate(target.permute(2, 0, 1)[None], size=half, mode="area")[0].permute(1, 2, 0)
+        self._half_factor = torch.tensor([half[1] / self.width, half[0] / self.height], device=target.device)
         self._make_optimizer()
 
     # --- training -------------------------------------------------------------------------------
@@ -122,7 +127,7 @@ class _Encoder:
         for step in range(self.total):
             if step == fit_steps:
                 self._start_quantisation(budget_bits, grad_sum / max(since, 1))
-            image = self._step()
+            image, target = self._step(coarse=step < self.config.coarse_share * self.total)
             if step < fit_steps:
                 grad_sum, since = grad_sum + self.gaussians.xy.grad.norm(dim=1), since + 1
                 if step + 1 in densify_at and step + 1 < fit_steps:
@@ -130,35 +135,44 @@ class _Encoder:
                     grad_sum, since = torch.zeros(len(self.gaussians), device=self.target.device), 0
             self._scheduler.step()
             if self.progress is not None and (step % PROGRESS_EVERY == 0 or step == self.total - 1):
-                self._report(step + 1, image)
+                self._report(step + 1, image, target)
 
-    def _step(self) -> Tensor:
+    def _step(self, coarse: bool) -> tuple[Tensor, Tensor]:  # the rendered image and the target it fits
+        """One Adam step; ``coarse`` fits the half-resolution image instead (a quarter of the pixel work)."""
         means, scales, rotations, colors, opacities = self._render_inputs()
-        image = render(means, scales, rotations, colors, opacities, self.height, self.width, self.config.blend_mode)
-        loss = l1_ssim_loss(image, self.target, self.config.ssim_weight)
+        target = self._half_target if coarse else self.target
+        height, width = target.shape[:2]
+        if coarse:
+            means = means * self._half_factor
+            scales = scales * self._half_factor.mean()
+        image = render(means, scales, rotations, colors, opacities, height, width, self.config.blend_mode)
+        loss = l1_ssim_loss(image, target, self.config.ssim_weight)
         for optimizer in self._optimizers():
             optimizer.zero_grad(set_to_none=True)  # parameters the VQ phase does not use stay untouched
         loss.backward()
         for optimizer in self._optimizers():
             optimizer.step()
-        for vq in (self.shape_vq, self.color_vq):
-            if vq is not None:
-                vq.clamp_to_bounds()
-        return image.detach()
+        for vq in self._codebooks():
+            vq.clamp_to_bounds()
+        return image.detach(), target
 
     def _optimizers(self) -> list[torch.optim.Optimizer]:
-        return [self._optimizer] + ([self._codebook_optimizer] if self.shape_vq is not None else [])
+        return [self._optimizer] + ([self._codebook_optimizer] if self._codebooks() else [])
+
+    def _codebooks(self) -> list[_Codebook]:
+        return [vq for vq in (self.shape_vq, self.color_vq) if vq is not None]
 
     def _render_inputs(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         g = self.gaussians
-        if self.shape_vq is None:
+        if self.color_vq is None:  # still fitting: nothing quantised yet
             return g.xy, g.log_scale.exp(), g.rotation, g.color, torch.sigmoid(g.opacity_logit)
-        shape, color = self.shape_vq.values(), self.color_vq.values()
+        shape, color = self._shape_values(), self.color_vq.values()
         xy = self._snap_positions(g.xy)
-        return xy, shape[:, :2].exp(), shape[:, 2], color[:, :3], color[:, 3]
+        scales, rotation = scales_and_rotation(shape)
+        return xy, scales, rotation, color[:, :3], color[:, 3]
 
-    def _report(self, iteration: int, image: Tensor) -> None:
-        mse = float((image.clamp(0, 1) - self.target).square().mean())
+    def _report(self, iteration: int, image: Tensor, target: Tensor) -> None:
+        mse = float((image.clamp(0, 1) - target).square().mean())
         psnr = 10 * math.log10(1 / mse) if mse > 0 else float("inf")
         if self.progress(Progress(iteration, self.total, psnr)) is False:
             raise EncodeCancelled(f"cancelled at iteration {iteration} of {self.total}")
@@ -191,9 +205,8 @@ class _Encoder:
             if state:
                 self._optimizer.state[tensor] = {key: (value[index].clone() if torch.is_tensor(value) and value.dim() else value)
                                                  for key, value in state.items()}
-        for vq in (self.shape_vq, self.color_vq):
-            if vq is not None:
-                vq.assign = vq.assign[index]
+        for vq in self._codebooks():
+            vq.assign = vq.assign[index]
         if self._pull is not None:
             self._pull = self._pull[index]
 
@@ -233,9 +246,18 @@ class _Encoder:
         self._select(index, {"xy": torch.cat([xy[kept], child_xy]), "log_scale": log_scale[index]})
 
     # --- vector quantisation --------------------------------------------------------------------
-    def _shape_vectors(self) -> Tensor:  # [N, 3] log scales and rotation
-        g = self.gaussians
-        return torch.cat([g.log_scale, g.rotation[:, None]], dim=1)
+    def _shape_vectors(self) -> Tensor:  # [N, 3] log covariance
+        return log_covariance(self.gaussians.log_scale, self.gaussians.rotation)
+
+    def _shape_values(self) -> Tensor:  # [N, 3] log covariance exactly as the decoder will see it
+        if self.shape_vq is not None:
+            return self.shape_vq.values()
+        vectors = self._shape_vectors()
+        return fake_quantize(vectors, self._shape_ranges(vectors), self.plan.shape_bits)
+
+    def _shape_ranges(self, vectors: Tensor) -> np.ndarray:  # [3, 2] of per-Gaussian shapes, within the format's bounds
+        bounds = np.array([RANGE_BOUNDS[c] for c in SHAPE_COLUMNS], dtype=np.float32)
+        return np.clip(half_range(vectors.detach().cpu().numpy()), bounds[:, :1], bounds[:, 1:])
 
     def _color_vectors(self) -> Tensor:  # [N, 4] colour and opacity
         g = self.gaussians
@@ -249,29 +271,29 @@ class _Encoder:
         with torch.no_grad():
             g.xy[:, 0].clamp_(0, self.width)
             g.xy[:, 1].clamp_(0, self.height)
-            # A Gaussian is the same under a half turn: keep rotations in [-pi/2, pi/2] so K-means sees it.
-            g.rotation.sub_(math.pi * torch.round(g.rotation / math.pi))
-        for _ in range(BUDGET_FIT_ROUNDS):
+        for fit_round in range(BUDGET_FIT_ROUNDS):
             self._sort_if_order_free()
             self._cluster_both()
             bits = len(write_bitstream(self._quantized())) * 8
             n = len(self.gaussians)
             wanted = max(MIN_GAUSSIANS, min(round(n * BUDGET_FILL * budget_bits / bits), self.height * self.width))
-            if abs(wanted - n) <= BUDGET_TOLERANCE * n:
-                break
+            if abs(wanted - n) <= BUDGET_TOLERANCE * n or fit_round == BUDGET_FIT_ROUNDS - 1:
+                break  # the final write() prunes whatever still overshoots
             if wanted < n:
                 self._select(self._importance(wanted))
             else:
                 self._grow(torch.arange(n, device=g.xy.device), self._pull, wanted - n)
             self.shape_vq = self.color_vq = None
         c = self.config
-        self._codebook_optimizer = torch.optim.Adam(
-            [{"params": [self.shape_vq.centroids], "lr": c.lr_log_scale},
-             {"params": [self.color_vq.centroids], "lr": c.lr_color}], eps=1e-15)
+        groups = [{"params": [self.color_vq.centroids], "lr": c.lr_color}]
+        if self.shape_vq is not None:
+            groups.append({"params": [self.shape_vq.centroids], "lr": c.lr_log_scale})
+        self._codebook_optimizer = torch.optim.Adam(groups, eps=1e-15)
 
     def _cluster_both(self) -> None:
         plan = self.plan
-        self.shape_vq = self._cluster(self._shape_vectors(), plan.k_shape, plan.shape_bits, SHAPE_COLUMNS)
+        if plan.k_shape:
+            self.shape_vq = self._cluster(self._shape_vectors(), plan.k_shape, plan.shape_bits, SHAPE_COLUMNS)
         self.color_vq = self._cluster(self._color_vectors(), plan.k_color, plan.color_bits, COLOR_COLUMNS)
 
     def _cluster(self, vectors: Tensor, k: int, bits: int, columns: tuple[str, ...]) -> _Codebook:
@@ -317,20 +339,25 @@ class _Encoder:
 
     def _importance(self, keep: int) -> Tensor:
         """Indices of the ``keep`` most important Gaussians (opacity times area), in their current order."""
-        shape = self.shape_vq.values()
-        importance = self.color_vq.values()[:, 3] * shape[:, :2].sum(1).exp()
+        shape = self._shape_values()
+        importance = self.color_vq.values()[:, 3] * (0.5 * (shape[:, 0] + shape[:, 2])).exp()  # opacity x area
         return importance.topk(keep).indices.sort().values
 
     def _quantized(self) -> QuantizedGaussians:
         cols, rows = self._grid_positions(self.gaussians.xy)
-        shape_codebook, shape_index = _compact(self.shape_vq)
+        if self.shape_vq is not None:
+            shape_codebook, shape_index = _compact(self.shape_vq)
+            shape_ranges = self.shape_vq.ranges
+        else:
+            shape_codebook = self._shape_vectors().detach().cpu().numpy()
+            shape_index, shape_ranges = np.arange(len(shape_codebook)), self._shape_ranges(self._shape_vectors())
         color_codebook, color_index = _compact(self.color_vq)
         return QuantizedGaussians(
             width=self.width, height=self.height, blend_mode=self.config.blend_mode,
             position_bits=self.plan.position_bits, x=cols.long().cpu().numpy(), y=rows.long().cpu().numpy(),
             rows_sorted=self.plan.rows_sorted,
-            shape_bits=self.shape_vq.bits, shape_ranges=self.shape_vq.ranges,
-            shape_codebook=quantize_uniform(shape_codebook, self.shape_vq.ranges, self.shape_vq.bits),
+            shape_bits=self.plan.shape_bits, shape_ranges=shape_ranges, shape_per_gaussian=self.shape_vq is None,
+            shape_codebook=quantize_uniform(shape_codebook, shape_ranges, self.plan.shape_bits),
             shape_index=shape_index,
             color_bits=self.color_vq.bits, color_ranges=self.color_vq.ranges,
             color_codebook=quantize_uniform(color_codebook, self.color_vq.ranges, self.color_vq.bits),

@@ -74,6 +74,24 @@ def _detail_density(image: Tensor, detail_share: float) -> Tensor:  # [H, W]
     return detail_share * detail + (1 - detail_share) * uniform
 
 
+def log_covariance(
+    log_scale: Tensor,  # [N, 2]
+    rotation: Tensor,  # [N]
+) -> Tensor:  # [N, 3] (xx, xy, yy) of log S = R diag(2 log s) R^T
+    cos, sin = torch.cos(rotation), torch.sin(rotation)
+    l1, l2 = 2 * log_scale[:, 0], 2 * log_scale[:, 1]
+    return torch.stack([cos * cos * l1 + sin * sin * l2, cos * sin * (l1 - l2), sin * sin * l1 + cos * cos * l2], 1)
+
+
+def scales_and_rotation(log_cov: Tensor) -> tuple[Tensor, Tensor]:  # [N, 3] -> ([N, 2] scales, [N] rotation)
+    """Inverse of ``log_covariance`` (closed-form eigen-decomposition of a symmetric 2 x 2 matrix)."""
+    xx, xy, yy = log_cov.unbind(1)
+    mean, half_diff = (xx + yy) / 2, (xx - yy) / 2
+    radius = torch.sqrt(half_diff * half_diff + xy * xy + 1e-12)  # the epsilon keeps gradients finite when round
+    scales = torch.stack([torch.exp((mean + radius) / 2), torch.exp((mean - radius) / 2)], 1)
+    return scales, 0.5 * torch.atan2(2 * xy, xx - yy)
+
+
 def position_step(extent: int, bits: int) -> float:
     """Grid step of a position axis: paper eq. 7 with min 0 and max the image side."""
     return extent / ((1 << bits) - 1)
@@ -87,5 +105,5 @@ def dequantize(
     shape = dequantize_uniform(q.shape_codebook, q.shape_ranges, q.shape_bits)[q.shape_index]
     color = dequantize_uniform(q.color_codebook, q.color_ranges, q.color_bits)[q.color_index]
     as_tensor = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32, device=device)  # noqa: E731
-    return (as_tensor(xy), as_tensor(np.exp(shape[:, :2])), as_tensor(shape[:, 2]),
-            as_tensor(color[:, :3]), as_tensor(color[:, 3]))
+    scales, rotation = scales_and_rotation(as_tensor(shape))
+    return as_tensor(xy), scales, rotation, as_tensor(color[:, :3]), as_tensor(color[:, 3])

@@ -16,8 +16,7 @@ from service.uploads import check_image, fingerprint
 
 router = APIRouter(tags=["encode"])
 
-# The codec's accepted target range (codec.presets.MIN_BPP/MAX_BPP, not part of its public API).
-MIN_BPP, MAX_BPP = 0.02, 2.0
+MIN_BPP, MAX_BPP = codec.MIN_BPP, codec.MAX_BPP
 DEFAULT_PRESET = "medium"
 
 

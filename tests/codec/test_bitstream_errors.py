@@ -65,7 +65,9 @@ def test_bit_flips_with_valid_checksum_never_crash(encoded):
 
 @pytest.mark.parametrize("name, value, field", [
     ("version", 2, "version"),
-    ("flags", 7, "flags"),
+    ("flags", 8, "flags"),
+    ("flags", 3, "k_shape"),  # says codebook shapes, but k_shape is 0
+    ("k_shape", 5, "k_shape"),  # per-Gaussian shapes carry no codebook
     ("width", 0, "width"),
     ("n_gaussians", 2**31, "n_gaussians"),
     ("position_bits", 30, "position_bits"),

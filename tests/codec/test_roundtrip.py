@@ -32,12 +32,14 @@ def test_paper_method_roundtrip(crop):
     report = codec.encode_with_report(crop, 1.0, method="paper", iterations=80)
     header = codec.inspect(report.data)
     assert header.blend_mode == "alpha" and not header.rows_sorted and header.position_bits == 10
+    assert not header.shape_per_gaussian and header.k_shape > 0
     assert report.psnr > 24.0
     assert report.bpp <= 1.0
 
 
 def test_inspect_reports_the_header(crop, encoded):
     header = codec.inspect(encoded.data)
+    assert header.blend_mode == "sum" and header.rows_sorted and header.shape_per_gaussian and header.k_shape == 0
     assert (header.width, header.height) == (crop.shape[1], crop.shape[0])
     assert header.n_gaussians == encoded.n_gaussians
     assert header.total_bytes == len(encoded.data)

@@ -1,0 +1,70 @@
+"""Ablations: each row changes one thing of an encoder method and re-encodes the same images.
+
+    python -m bench.ablation --images kodim05,kodim23 --bpp 0.125
+
+Rows are the method as shipped and variants of it (``VARIANTS``: a base method plus field overrides of
+``codec.presets.Method``), each reported as average PSNR, real bpp and median encode seconds over the
+images, written to the "ablation" section of BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import time
+from pathlib import Path
+
+from bench.report import machine_line, write_section
+from bench.rd import DEFAULT_DATA
+
+VARIANTS: dict[str, tuple[str, dict]] = {
+    "default (as shipped)": ("default", {}),
+    "default, all steps at full resolution": ("default", {"coarse_share": 0.0}),
+    "default, L1 + 0.2 SSIM loss": ("default", {"ssim_weight": 0.2}),
+    "default, ordered alpha blending (positions unsorted)": ("default", {"blend_mode": "alpha"}),
+    "paper configuration": ("paper", {}),
+}
+
+
+def run_variant(name: str, images: list[Path], bpp: float) -> dict:
+    import codec
+    from codec import presets
+
+    base, overrides = VARIANTS[name]
+    presets.METHODS["ablation"] = dataclasses.replace(presets.METHODS[base], name="ablation", **overrides)
+    rows = []
+    for path in images:
+        started = time.perf_counter()
+        report = codec.encode_with_report(path, bpp, method="ablation")
+        rows.append((report.psnr, report.bpp, time.perf_counter() - started))
+        print(f"{name} / {path.stem}: {report.psnr:.2f} dB, {report.bpp:.4f} bpp, {rows[-1][2]:.0f} s", flush=True)
+    return {"psnr": statistics.fmean(r[0] for r in rows), "bpp": statistics.fmean(r[1] for r in rows),
+            "seconds": statistics.median(r[2] for r in rows)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", default="kodim05,kodim23")
+    parser.add_argument("--bpp", type=float, default=0.125)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated variant names")
+    args = parser.parse_args(argv)
+    images = [args.data / f"{name}.png" for name in args.images.split(",")]
+    names = [n for n in args.variants.split(",") if n]
+    results = {name: run_variant(name, images, args.bpp) for name in names}
+    shipped = results.get("default (as shipped)")
+    lines = [f"## Ablation at {args.bpp} bpp (`python -m bench.ablation --images {args.images} --bpp {args.bpp}`)", "",
+             f"Machine: {machine_line()}. Images: {args.images}. One encode per image and row, one at a time.", "",
+             "| variant | avg PSNR dB | Δ vs shipped | avg real bpp | median encode s |", "|---|---:|---:|---:|---:|"]
+    for name, r in results.items():
+        delta = f"{r['psnr'] - shipped['psnr']:+.2f}" if shipped else "n/a"
+        lines.append(f"| {name} | {r['psnr']:.2f} | {delta} | {r['bpp']:.4f} | {r['seconds']:.0f} |")
+    markdown = "\n".join(lines)
+    print(markdown)
+    write_section("ablation", markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
