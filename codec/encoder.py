@@ -1,12 +1,14 @@
 """The optimisation loop: image -> trained, quantised Gaussians -> .gsi bytes.
 
 Phases (fractions of the iteration count, see ``codec.presets.Method``):
-1. fit: content-aware initialisation, Adam on L1 + SSIM, adaptive density control (clone, split, prune)
-   under the Gaussian count the rate plan allows;
-2. quantise: with order-free ("sum") blending the Gaussians are sorted by quantised position (the file
-   stores rows as gaps); K-means (10 Lloyd iterations) clusters (log scales, rotation) and (colour,
-   opacity); from then on the codebook entries themselves and the positions are trained, both snapped
-   to their final grids in the forward pass (straight-through gradients);
+1. fit: content-aware initialisation, Adam on the method's loss (L1, plus SSIM for the paper's), the
+   first steps optionally at half resolution, adaptive density control (clone, split, prune) under the
+   Gaussian count the rate plan allows;
+2. quantise: the count is fitted to the budget by measuring the real stream (a few rounds of prune or
+   grow); with order-free ("sum") blending the Gaussians are sorted by quantised position (the file
+   stores rows as gaps); K-means (10 Lloyd iterations) clusters (colour, opacity) and, unless shapes are
+   coded per Gaussian, the log-covariance shapes; from then on codebook entries, per-Gaussian shapes and
+   positions are trained, all snapped to their final grids in the forward pass (straight-through);
 3. write: codebooks and positions quantised exactly as trained, entropy coded; pruned further only if
    the real file still exceeds the target.
 """
@@ -107,8 +109,8 @@ class _Encoder:
         self.target, self.plan, self.config, self.total, self.progress = target, plan, config, total, progress
         self.height, self.width = target.shape[:2]
         self.generator = torch.Generator().manual_seed(seed)
-        n_initial = max(MIN_GAUSSIANS, min(plan.n_gaussians, round(config.initial_share * plan.n_gaussians),
-                                           self.height * self.width))
+        # Initial points are distinct pixels, so a tiny image starts with at most one Gaussian per pixel.
+        n_initial = min(max(MIN_GAUSSIANS, round(config.initial_share * plan.n_gaussians)), self.height * self.width)
         self.gaussians = initialise(target, n_initial, self.generator)
         self.shape_vq: _Codebook | None = None
         self.color_vq: _Codebook | None = None
@@ -276,7 +278,7 @@ class _Encoder:
             self._cluster_both()
             bits = len(write_bitstream(self._quantized())) * 8
             n = len(self.gaussians)
-            wanted = max(MIN_GAUSSIANS, min(round(n * BUDGET_FILL * budget_bits / bits), self.height * self.width))
+            wanted = max(MIN_GAUSSIANS, round(n * BUDGET_FILL * budget_bits / bits))
             if abs(wanted - n) <= BUDGET_TOLERANCE * n or fit_round == BUDGET_FIT_ROUNDS - 1:
                 break  # the final write() prunes whatever still overshoots
             if wanted < n:

@@ -7,8 +7,10 @@ own deterministic quantisation).
 
 from __future__ import annotations
 
-import numpy as np
+from dataclasses import dataclass
+
 import constriction
+import numpy as np
 
 from codec.errors import BitstreamError
 
@@ -101,9 +103,18 @@ def histogram_bits(counts: np.ndarray) -> float:
     return float(-(counts * np.log2(counts / counts.sum())).sum()) if counts.size else 0.0
 
 
+@dataclass(frozen=True)
+class Constant:
+    """The model of a symbol stream that only ever holds ``symbol``: it costs no payload bits."""
+
+    symbol: int
+
+
 def categorical(counts: np.ndarray):
     """The model both sides build from the same integer counts (zero-count symbols get no mass)."""
     used = counts > 0
+    if used.sum() == 1:  # constriction cannot build a one-symbol distribution, and it would carry nothing
+        return Constant(int(np.argmax(used)))
     probabilities = np.where(used, counts, 0).astype(np.float64) / max(int(counts.sum()), 1)
     return constriction.stream.model.Categorical(probabilities, perfect=False)
 
@@ -118,7 +129,7 @@ class SymbolEncoder:
         self._encoder = constriction.stream.queue.RangeEncoder()
 
     def encode(self, symbols: np.ndarray, model) -> None:
-        if len(symbols):
+        if len(symbols) and not isinstance(model, Constant):
             self._encoder.encode(np.ascontiguousarray(symbols, dtype=np.int32), model)
 
     def getvalue(self) -> bytes:
@@ -136,6 +147,8 @@ class SymbolDecoder:
     def decode(self, model, count: int, field: str) -> np.ndarray:
         if count == 0:
             return np.zeros(0, dtype=np.int64)
+        if isinstance(model, Constant):
+            return np.full(count, model.symbol, dtype=np.int64)
         try:
             return np.asarray(self._decoder.decode(model, count), dtype=np.int64)
         except Exception as exc:  # constriction raises plain errors on garbage input

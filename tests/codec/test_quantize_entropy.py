@@ -100,3 +100,12 @@ def test_histogram_must_add_up():
     write_histogram(side, np.array([0, 1, 1]), 2)
     with pytest.raises(BitstreamError, match="add up"):
         read_histogram(BitReader(side.getvalue(), "side"), 2, 4)
+
+
+def test_single_symbol_stream_costs_nothing_and_roundtrips():
+    counts = np.array([0, 0, 7, 0])
+    encoder = SymbolEncoder()
+    encoder.encode(np.full(7, 2), categorical(counts))
+    payload = encoder.getvalue()
+    assert len(payload) <= 4
+    assert SymbolDecoder(payload).decode(categorical(counts), 7, "x").tolist() == [2] * 7
