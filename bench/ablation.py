@@ -63,10 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crop", default=None, help="encode centred WxH crops instead of whole images")
     parser.add_argument("--bpp", type=float, default=0.125)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated variant names")
+    parser.add_argument("--variants", default=";".join(VARIANTS), help="semicolon-separated variant names")
     args = parser.parse_args(argv)
     images = [args.data / f"{name}.png" for name in args.images.split(",")]
-    names = [n for n in args.variants.split(",") if n]
+    names = [n for n in args.variants.split(";") if n]
     results = {name: run_variant(name, images, args.bpp, args.crop) for name in names}
     shipped = results.get("default (as shipped)")
     command = f"python -m bench.ablation --images {args.images} --bpp {args.bpp}" + (f" --crop {args.crop}" if args.crop else "")
