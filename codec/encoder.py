@@ -258,7 +258,7 @@ class _Encoder:
         return fake_quantize(vectors, self._shape_ranges(vectors), self.plan.shape_bits)
 
     def _shape_ranges(self, vectors: Tensor) -> np.ndarray:  # [3, 2] of per-Gaussian shapes, within the format's bounds
-        bounds = np.array([RANGE_BOUNDS[c] for c in SHAPE_COLUMNS], dtype=np.float32)
+        bounds = _format_bounds(SHAPE_COLUMNS)
         return np.clip(half_range(vectors.detach().cpu().numpy()), bounds[:, :1], bounds[:, 1:])
 
     def _color_vectors(self) -> Tensor:  # [N, 4] colour and opacity
@@ -299,7 +299,7 @@ class _Encoder:
         self.color_vq = self._cluster(self._color_vectors(), plan.k_color, plan.color_bits, COLOR_COLUMNS)
 
     def _cluster(self, vectors: Tensor, k: int, bits: int, columns: tuple[str, ...]) -> _Codebook:
-        bounds = torch.tensor([RANGE_BOUNDS[c] for c in columns], dtype=vectors.dtype, device=vectors.device)
+        bounds = torch.as_tensor(_format_bounds(columns), dtype=vectors.dtype, device=vectors.device)
         centroids, assign = kmeans(vectors.detach(), k, generator=self.generator)
         codebook = _Codebook(centroids.requires_grad_(True), assign, bits, bounds)
         codebook.clamp_to_bounds()
@@ -351,8 +351,9 @@ class _Encoder:
             shape_codebook, shape_index = _compact(self.shape_vq)
             shape_ranges = self.shape_vq.ranges
         else:
-            shape_codebook = self._shape_vectors().detach().cpu().numpy()
-            shape_index, shape_ranges = np.arange(len(shape_codebook)), self._shape_ranges(self._shape_vectors())
+            vectors = self._shape_vectors()
+            shape_codebook = vectors.detach().cpu().numpy()
+            shape_index, shape_ranges = np.arange(len(shape_codebook)), self._shape_ranges(vectors)
         color_codebook, color_index = _compact(self.color_vq)
         return QuantizedGaussians(
             width=self.width, height=self.height, blend_mode=self.config.blend_mode,
@@ -365,6 +366,10 @@ class _Encoder:
             color_codebook=quantize_uniform(color_codebook, self.color_vq.ranges, self.color_vq.bits),
             color_index=color_index,
         )
+
+
+def _format_bounds(columns: tuple[str, ...]) -> np.ndarray:  # [D, 2] (low, high) the format accepts per column
+    return np.array([RANGE_BOUNDS[c] for c in columns], dtype=np.float32)
 
 
 def _compact(vq: _Codebook) -> tuple[np.ndarray, np.ndarray]:  # ([k', D] used centroids, [N] remapped index)

@@ -97,12 +97,6 @@ def read_histogram(reader: BitReader, alphabet: int, total: int) -> np.ndarray:
     return counts
 
 
-def histogram_bits(counts: np.ndarray) -> float:
-    """Ideal code length, in bits, of symbols with these counts under their own histogram."""
-    counts = counts[counts > 0].astype(np.float64)
-    return float(-(counts * np.log2(counts / counts.sum())).sum()) if counts.size else 0.0
-
-
 @dataclass(frozen=True)
 class Constant:
     """The model of a symbol stream that only ever holds ``symbol``: it costs no payload bits."""

@@ -33,9 +33,9 @@ class Method:
 
 METHODS = {
     # Order-free accumulated blending: Gaussians can be stored sorted by position, which halves position
-    # bits. Plain L1: 0.4 dB more PSNR than L1 + SSIM at equal steps (L2: 0.15 dB less), each step 2x faster.
-    # Half the steps at half resolution: 0.2 dB more and 35 % less time than all steps at full resolution.
-    # Shapes (as log covariances) quantised per Gaussian: K-means on shapes lost the most of any step.
+    # bits. Each other choice is an ablation row in BENCHMARKS.md (python -m bench.ablation): plain L1
+    # (L1 + SSIM: -0.64 dB and 2x slower per step), half the steps at half resolution (all at full
+    # resolution: -0.11 dB and slower), shapes as log covariances per Gaussian (a K-means codebook: -0.68 dB).
     "default": Method("default", blend_mode="sum", ssim_weight=0.0, coarse_share=0.5, shape_per_gaussian=True),
     # The paper's configuration: alpha blending, K-means VQ of both groups, 10-bit positions.
     "paper": Method("paper", blend_mode="alpha"),
