@@ -3,9 +3,10 @@
 Gaussians are binned to 16x16 tiles by their 3-sigma pixel box (``reference.pixel_boxes``), keeping
 index order inside each tile. Tiles are grouped into a fixed number of chunks of about equal work; the
 chunks run in parallel (``prange``), the tiles of one chunk one after another. Inside a tile the loop is
-Gaussian-major: each Gaussian visits only the pixels of its box in that tile, and per-pixel state
+Gaussian-major: on each row of the tile a Gaussian visits only the span its ellipse can reach (about half
+of its box), evaluating exp once per row and stepping it by products along the row, and per-pixel state
 (transmittance, colour) lives in small tile buffers, so every pixel still sees its Gaussians in index
-order.
+order. Together these halve the time of a box walk with one exp per pixel.
 
 Precision: everything per pixel is float64. The cut-off test must be float64 anyway, with the very
 same formula as the reference, or pixels on the 3-sigma boundary would differ by ~1% of a colour; and
@@ -68,6 +69,28 @@ def _bin(
     return start, ids, work
 
 
+@njit(inline="always")
+def _row_span(a, b, c, dy, mx):  # (x0, x1) inclusive, a superset of the row's pixels inside the cut-off
+    # On the row, maha(dx) = a dx^2 + 2 b dy dx + c dy^2 is a parabola with its lowest value at
+    # dx = -b dy / a; solving maha = cutoff gives the span, widened by a pixel for rounding.
+    lowest = dy * dy * (c - b * b / a)
+    if lowest > CUTOFF_MAHALANOBIS_SQ * (1.0 + 1e-9):
+        return 1, 0
+    half = math.sqrt(max(CUTOFF_MAHALANOBIS_SQ - lowest, 0.0) / a)
+    centre = mx - 0.5 - b * dy / a
+    return int(math.floor(centre - half)) - 1, int(math.ceil(centre + half)) + 1
+
+
+@njit(inline="always")
+def _next_gauss(follows, gauss, step, ratio, maha, a, b, dx, dy):  # (exp(-maha / 2), its factor to x + 1)
+    # Along a row exp(-maha/2) changes by step = exp(-(a (2 dx + 1) + 2 b dy) / 2) per pixel and step by
+    # ratio = exp(-a): two products replace an exp. Restarted from exp at each row's first pixel, the
+    # drift stays below 1e-13, and the cut-off test above still uses maha itself.
+    if follows:
+        return gauss * step, step * ratio
+    return math.exp(-0.5 * maha), math.exp(-0.5 * (a * (2.0 * dx + 1.0) + 2.0 * b * dy))
+
+
 @njit(parallel=True, cache=True)
 def _forward(
     means,  # [N, 2] float64
@@ -95,20 +118,29 @@ def _forward(
                 g = ids[k]
                 mx, my, o = means[g, 0], means[g, 1], opac[g]
                 a, b, c = conic[g, 0], conic[g, 1], conic[g, 2]
+                cr, cg, cb = colors[g, 0], colors[g, 1], colors[g, 2]
+                ratio = math.exp(-a)
+                x_lo, x_hi = max(boxes[g, 0], tx0), min(boxes[g, 2], tx0 + TILE - 1)
                 for y in range(max(boxes[g, 1], ty0), min(boxes[g, 3], ty0 + TILE - 1) + 1):
                     dy = y + 0.5 - my
-                    for x in range(max(boxes[g, 0], tx0), min(boxes[g, 2], tx0 + TILE - 1) + 1):
+                    x0, x1 = _row_span(a, b, c, dy, mx)
+                    last = -2  # the last x inside the cut-off; gauss and step belong to it
+                    gauss = step = 0.0
+                    for x in range(max(x0, x_lo), min(x1, x_hi) + 1):
                         dx = x + 0.5 - mx
                         # Same expression and evaluation order as reference.pixel_pairs: identical cut-off.
                         maha = a * dx * dx + 2.0 * b * dx * dy + c * dy * dy
                         if not maha <= CUTOFF_MAHALANOBIS_SQ:  # also drops NaN
                             continue
-                        alpha = min(o * math.exp(-0.5 * maha), ALPHA_MAX)
+                        gauss, step = _next_gauss(x == last + 1, gauss, step, ratio, maha, a, b, dx, dy)
+                        last = x
+                        alpha = min(o * gauss, ALPHA_MAX)
                         ly, lx = y - ty0, x - tx0
                         weight = alpha * trans[ly, lx] if alpha_mode else alpha
                         trans[ly, lx] *= 1.0 - alpha
-                        for ch3 in range(3):
-                            acc[ly, lx, ch3] += weight * colors[g, ch3]
+                        acc[ly, lx, 0] += weight * cr
+                        acc[ly, lx, 1] += weight * cg
+                        acc[ly, lx, 2] += weight * cb
             for ly in range(min(TILE, height - ty0)):
                 for lx in range(min(TILE, width - tx0)):
                     for ch3 in range(3):
@@ -154,19 +186,26 @@ def _backward(
                 a, b, c = conic[g, 0], conic[g, 1], conic[g, 2]
                 # This Gaussian's gradient over its pixels in this tile, in registers.
                 g_mx = g_my = g_a = g_b = g_c = g_r = g_g = g_bl = g_o = 0.0
+                cr, cg, cb = colors[g, 0], colors[g, 1], colors[g, 2]
+                ratio = math.exp(-a)
+                x_lo, x_hi = max(boxes[g, 0], tx0), min(boxes[g, 2], tx0 + TILE - 1)
                 for y in range(max(boxes[g, 1], ty0), min(boxes[g, 3], ty0 + TILE - 1) + 1):
                     dy = y + 0.5 - my
-                    for x in range(max(boxes[g, 0], tx0), min(boxes[g, 2], tx0 + TILE - 1) + 1):
+                    x0, x1 = _row_span(a, b, c, dy, mx)
+                    last = -2
+                    gauss = step = 0.0
+                    for x in range(max(x0, x_lo), min(x1, x_hi) + 1):
                         dx = x + 0.5 - mx
                         maha = a * dx * dx + 2.0 * b * dx * dy + c * dy * dy
                         if not maha <= CUTOFF_MAHALANOBIS_SQ:
                             continue
-                        gauss = math.exp(-0.5 * maha)
+                        gauss, step = _next_gauss(x == last + 1, gauss, step, ratio, maha, a, b, dx, dy)
+                        last = x
                         raw = o * gauss
                         alpha = min(raw, ALPHA_MAX)
                         ly, lx = y - ty0, x - tx0
                         gr, gg, gb = grad_img[y, x, 0], grad_img[y, x, 1], grad_img[y, x, 2]
-                        dot = gr * colors[g, 0] + gg * colors[g, 1] + gb * colors[g, 2]
+                        dot = gr * cr + gg * cg + gb * cb
                         if alpha_mode:
                             tr = trans[ly, lx]
                             weight = alpha * tr
