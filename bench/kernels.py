@@ -42,7 +42,7 @@ PARAM_NAMES = ("means", "scales", "rotations", "colors", "opacities")
 DEVICE = "cuda"  # a module global so that the script's logic can be dry-run on CPU in the interpreter
 
 
-def make_scene(n: int, height: int, width: int, seed: int = 0) -> list[torch.Tensor]:
+def make_scene(n: int, height: int, width: int, seed: int = 0, device: str | None = None) -> list[torch.Tensor]:
     """N Gaussians that together cover the image a few times over, as an encoder's would."""
     gen = torch.Generator().manual_seed(seed)
     sigma = math.sqrt(height * width / n) / 2
@@ -53,7 +53,7 @@ def make_scene(n: int, height: int, width: int, seed: int = 0) -> list[torch.Ten
         torch.rand(n, 3, generator=gen),  # colors
         0.2 + 0.8 * torch.rand(n, generator=gen),  # opacities
     ]
-    return [t.to(DEVICE) for t in tensors]
+    return [t.to(device or DEVICE) for t in tensors]
 
 
 def median_ms(fn) -> float:
