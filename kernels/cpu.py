@@ -1,6 +1,6 @@
 """Numba tile renderer for CPU tensors: the same function as ``kernels.reference.render_reference``.
 
-Gaussians are binned to 16x16 tiles by their 3-sigma pixel box (``reference.pixel_boxes``), keeping
+Gaussians are binned to 64x16 tiles by their 3-sigma pixel box (``reference.pixel_boxes``), keeping
 index order inside each tile. Tiles are grouped into a fixed number of chunks of about equal work; the
 chunks run in parallel (``prange``), the tiles of one chunk one after another. Inside a tile the loop is
 Gaussian-major: on each row of the tile a Gaussian visits only the span its ellipse can reach (about half
@@ -30,7 +30,9 @@ from torch import Tensor
 
 from kernels.reference import ALPHA_MAX, CUTOFF_MAHALANOBIS_SQ, MODES, conics, pixel_boxes
 
-TILE = 16
+# Wide tiles: a Gaussian's row costs a span solve and two exps per tile it crosses, so fewer, wider tiles
+# per row pay (64x16 measured 1.3-1.6x faster than 16x16 on Kodak encodes; 128x8 and 64x32 no better).
+TILE_W, TILE_H = 64, 16
 CHUNKS = 16  # fixed, so gradient summation order does not depend on the thread count
 
 
@@ -42,15 +44,15 @@ def _bin(
 ):  # ([T + 1] start of each tile's list, [P] Gaussian ids in index order per tile, [T] work per tile)
     n_tiles = tiles_x * tiles_y
     count = np.zeros(n_tiles, np.int64)
-    work = np.full(n_tiles, float(TILE * TILE))  # each tile costs at least its initialisation
+    work = np.full(n_tiles, float(TILE_W * TILE_H))  # each tile costs at least its initialisation
     for g in range(boxes.shape[0]):
         x0, y0, x1, y1 = boxes[g, 0], boxes[g, 1], boxes[g, 2], boxes[g, 3]
         if x1 < x0 or y1 < y0:
             continue
-        for ty in range(y0 // TILE, y1 // TILE + 1):
-            h = min(y1, ty * TILE + TILE - 1) - max(y0, ty * TILE) + 1
-            for tx in range(x0 // TILE, x1 // TILE + 1):
-                w = min(x1, tx * TILE + TILE - 1) - max(x0, tx * TILE) + 1
+        for ty in range(y0 // TILE_H, y1 // TILE_H + 1):
+            h = min(y1, ty * TILE_H + TILE_H - 1) - max(y0, ty * TILE_H) + 1
+            for tx in range(x0 // TILE_W, x1 // TILE_W + 1):
+                w = min(x1, tx * TILE_W + TILE_W - 1) - max(x0, tx * TILE_W) + 1
                 count[ty * tiles_x + tx] += 1
                 work[ty * tiles_x + tx] += w * h
     start = np.zeros(n_tiles + 1, np.int64)
@@ -61,8 +63,8 @@ def _bin(
         x0, y0, x1, y1 = boxes[g, 0], boxes[g, 1], boxes[g, 2], boxes[g, 3]
         if x1 < x0 or y1 < y0:
             continue
-        for ty in range(y0 // TILE, y1 // TILE + 1):
-            for tx in range(x0 // TILE, x1 // TILE + 1):
+        for ty in range(y0 // TILE_H, y1 // TILE_H + 1):
+            for tx in range(x0 // TILE_W, x1 // TILE_W + 1):
                 t = ty * tiles_x + tx
                 ids[fill[t]] = g
                 fill[t] += 1
@@ -105,13 +107,13 @@ def _forward(
     width: int,
     alpha_mode: bool,
 ):  # [H, W, 3] float64
-    tiles_x = (width + TILE - 1) // TILE
+    tiles_x = (width + TILE_W - 1) // TILE_W
     img = np.zeros((height, width, 3))
     for ch in prange(chunks.shape[0] - 1):
-        trans = np.empty((TILE, TILE))
-        acc = np.empty((TILE, TILE, 3))
+        trans = np.empty((TILE_H, TILE_W))
+        acc = np.empty((TILE_H, TILE_W, 3))
         for t in range(chunks[ch], chunks[ch + 1]):
-            ty0, tx0 = (t // tiles_x) * TILE, (t % tiles_x) * TILE
+            ty0, tx0 = (t // tiles_x) * TILE_H, (t % tiles_x) * TILE_W
             trans[:] = 1.0
             acc[:] = 0.0
             for k in range(start[t], start[t + 1]):
@@ -120,8 +122,8 @@ def _forward(
                 a, b, c = conic[g, 0], conic[g, 1], conic[g, 2]
                 cr, cg, cb = colors[g, 0], colors[g, 1], colors[g, 2]
                 ratio = math.exp(-a)
-                x_lo, x_hi = max(boxes[g, 0], tx0), min(boxes[g, 2], tx0 + TILE - 1)
-                for y in range(max(boxes[g, 1], ty0), min(boxes[g, 3], ty0 + TILE - 1) + 1):
+                x_lo, x_hi = max(boxes[g, 0], tx0), min(boxes[g, 2], tx0 + TILE_W - 1)
+                for y in range(max(boxes[g, 1], ty0), min(boxes[g, 3], ty0 + TILE_H - 1) + 1):
                     dy = y + 0.5 - my
                     x0, x1 = _row_span(a, b, c, dy, mx)
                     last = -2  # the last x inside the cut-off; gauss and step belong to it
@@ -136,13 +138,15 @@ def _forward(
                         last = x
                         alpha = min(o * gauss, ALPHA_MAX)
                         ly, lx = y - ty0, x - tx0
-                        weight = alpha * trans[ly, lx] if alpha_mode else alpha
-                        trans[ly, lx] *= 1.0 - alpha
+                        weight = alpha
+                        if alpha_mode:
+                            weight *= trans[ly, lx]
+                            trans[ly, lx] *= 1.0 - alpha
                         acc[ly, lx, 0] += weight * cr
                         acc[ly, lx, 1] += weight * cg
                         acc[ly, lx, 2] += weight * cb
-            for ly in range(min(TILE, height - ty0)):
-                for lx in range(min(TILE, width - tx0)):
+            for ly in range(min(TILE_H, height - ty0)):
+                for lx in range(min(TILE_W, width - tx0)):
                     for ch3 in range(3):
                         img[ty0 + ly, tx0 + lx, ch3] = acc[ly, lx, ch3]
     return img
@@ -163,19 +167,19 @@ def _backward(
     alpha_mode: bool,
 ):  # [C, N, 9] float64 per chunk: dL/d (mx, my, a, b, c, r, g, b, opacity)
     height, width = img.shape[0], img.shape[1]
-    tiles_x = (width + TILE - 1) // TILE
+    tiles_x = (width + TILE_W - 1) // TILE_W
     n_chunks = chunks.shape[0] - 1
     grads = np.zeros((n_chunks, means.shape[0], 9))
     for ch in prange(n_chunks):
-        trans = np.empty((TILE, TILE))
-        prefix = np.empty((TILE, TILE))  # sum over Gaussians so far of (dL/dimg . c_j) * weight_j
-        total = np.zeros((TILE, TILE))  # dL/dimg . img, the same sum over all Gaussians
+        trans = np.empty((TILE_H, TILE_W))
+        prefix = np.empty((TILE_H, TILE_W))  # sum over Gaussians so far of (dL/dimg . c_j) * weight_j
+        total = np.zeros((TILE_H, TILE_W))  # dL/dimg . img, the same sum over all Gaussians
         for t in range(chunks[ch], chunks[ch + 1]):
-            ty0, tx0 = (t // tiles_x) * TILE, (t % tiles_x) * TILE
+            ty0, tx0 = (t // tiles_x) * TILE_H, (t % tiles_x) * TILE_W
             trans[:] = 1.0
             prefix[:] = 0.0
-            for ly in range(min(TILE, height - ty0)):
-                for lx in range(min(TILE, width - tx0)):
+            for ly in range(min(TILE_H, height - ty0) if alpha_mode else 0):
+                for lx in range(min(TILE_W, width - tx0)):
                     s = 0.0
                     for ch3 in range(3):
                         s += grad_img[ty0 + ly, tx0 + lx, ch3] * img[ty0 + ly, tx0 + lx, ch3]
@@ -188,8 +192,8 @@ def _backward(
                 g_mx = g_my = g_a = g_b = g_c = g_r = g_g = g_bl = g_o = 0.0
                 cr, cg, cb = colors[g, 0], colors[g, 1], colors[g, 2]
                 ratio = math.exp(-a)
-                x_lo, x_hi = max(boxes[g, 0], tx0), min(boxes[g, 2], tx0 + TILE - 1)
-                for y in range(max(boxes[g, 1], ty0), min(boxes[g, 3], ty0 + TILE - 1) + 1):
+                x_lo, x_hi = max(boxes[g, 0], tx0), min(boxes[g, 2], tx0 + TILE_W - 1)
+                for y in range(max(boxes[g, 1], ty0), min(boxes[g, 3], ty0 + TILE_H - 1) + 1):
                     dy = y + 0.5 - my
                     x0, x1 = _row_span(a, b, c, dy, mx)
                     last = -2
@@ -248,7 +252,7 @@ def _prepare(means, scales, rotations, height, width):
     boxes[:, 2] = np.minimum(boxes[:, 2], width - 1)
     boxes[:, 3] = np.minimum(boxes[:, 3], height - 1)
     boxes = np.ascontiguousarray(boxes)
-    tiles_x, tiles_y = -(-width // TILE), -(-height // TILE)
+    tiles_x, tiles_y = -(-width // TILE_W), -(-height // TILE_H)
     start, ids, work = _bin(boxes, tiles_x, tiles_y)
     # Contiguous runs of tiles with about equal work; a pure function of the inputs, so deterministic.
     n_chunks = min(CHUNKS, tiles_x * tiles_y)
