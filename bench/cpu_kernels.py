@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from bench.kernels import PARAM_NAMES, forward_backward_fn, forward_fn, make_scene
+from bench.kernels import PARAM_NAMES, agreement, forward_backward_fn, forward_fn, make_scene
 from bench.report import machine_line, write_section
 
 SECTION = "cpu-kernels"
@@ -38,21 +38,6 @@ def median_ms(fn, repeats: int) -> float:
     return 1000 * statistics.median(times)
 
 
-def agreement(params, height, width, mode, grad_image) -> dict:
-    from kernels.cpu import render_cpu
-    from kernels.reference import render_reference
-
-    def run(render):
-        leaves = [p.detach().double().clone().requires_grad_(True) for p in params]
-        image = render(*leaves, height, width, mode)
-        return image.detach(), torch.autograd.grad(image, leaves, grad_image.double())
-
-    image, grads = run(render_cpu)
-    ref_image, ref_grads = run(render_reference)
-    rel = [float((g - r).norm() / r.norm().clamp_min(1e-300)) for g, r in zip(grads, ref_grads)]
-    return {"image_max_abs_diff": float((image - ref_image).abs().max()), "grad_rel_l2_max": max(rel)}
-
-
 def bench_size(n: int, mode: str, height: int, width: int, repeats: int) -> dict:
     from kernels.cpu import render_cpu
     from kernels.reference import render_reference
@@ -67,7 +52,7 @@ def bench_size(n: int, mode: str, height: int, width: int, repeats: int) -> dict
         row[f"{name}_fwd_ms"] = median_ms(forward_fn(with_mode(render), params, height, width), repeats)
         row[f"{name}_fwd_bwd_ms"] = median_ms(
             forward_backward_fn(with_mode(render), params, height, width, grad_image), repeats)
-    row.update(agreement(params, height, width, mode, grad_image))
+    row.update(agreement(params, height, width, grad_image, render_cpu, torch.float64, mode))
     return row
 
 

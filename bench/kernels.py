@@ -81,18 +81,20 @@ def forward_backward_fn(render, params, height, width, grad_image):
     return run
 
 
-def agreement(params, height, width, grad_image) -> dict:
-    """Triton (float32) against the reference in float64 on the same inputs."""
+def agreement(params, height, width, grad_image, render=None, dtype=torch.float32, mode="alpha") -> dict:
+    """``render`` (default: Triton) in ``dtype`` against the reference in float64 on the same inputs."""
     from kernels.reference import render_reference
-    from kernels.triton_blend import render_triton
 
-    def run(render, dtype):
-        leaves = [p.detach().to(dtype).clone().requires_grad_(True) for p in params]
-        image = render(*leaves, height, width)
-        grads = torch.autograd.grad(image, leaves, grad_image.to(dtype))
+    if render is None:
+        from kernels.triton_blend import render_triton as render
+
+    def run(fn, run_dtype):
+        leaves = [p.detach().to(run_dtype).clone().requires_grad_(True) for p in params]
+        image = fn(*leaves, height, width, mode)
+        grads = torch.autograd.grad(image, leaves, grad_image.to(run_dtype))
         return image.detach().double(), [g.double() for g in grads]
 
-    image, grads = run(render_triton, torch.float32)
+    image, grads = run(render, dtype)
     ref_image, ref_grads = run(render_reference, torch.float64)
     rel = {name: float((g - r).norm() / r.norm().clamp_min(1e-300))
            for name, g, r in zip(PARAM_NAMES, grads, ref_grads)}

@@ -178,12 +178,13 @@ def _backward(
             ty0, tx0 = (t // tiles_x) * TILE_H, (t % tiles_x) * TILE_W
             trans[:] = 1.0
             prefix[:] = 0.0
-            for ly in range(min(TILE_H, height - ty0) if alpha_mode else 0):
-                for lx in range(min(TILE_W, width - tx0)):
-                    s = 0.0
-                    for ch3 in range(3):
-                        s += grad_img[ty0 + ly, tx0 + lx, ch3] * img[ty0 + ly, tx0 + lx, ch3]
-                    total[ly, lx] = s
+            if alpha_mode:  # only ordered blending needs the light behind each Gaussian
+                for ly in range(min(TILE_H, height - ty0)):
+                    for lx in range(min(TILE_W, width - tx0)):
+                        s = 0.0
+                        for ch3 in range(3):
+                            s += grad_img[ty0 + ly, tx0 + lx, ch3] * img[ty0 + ly, tx0 + lx, ch3]
+                        total[ly, lx] = s
             for k in range(start[t], start[t + 1]):
                 g = ids[k]
                 mx, my, o = means[g, 0], means[g, 1], opac[g]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bench import cpu_kernels
+from bench.report import write_section
 
 
 def test_tiny_run_times_both_renderers_and_reports_agreement(capsys):
@@ -20,14 +21,9 @@ def test_tiny_run_times_both_renderers_and_reports_agreement(capsys):
 def test_write_replaces_only_its_own_section(tmp_path, monkeypatch):
     benchmarks = tmp_path / "BENCHMARKS.md"
     benchmarks.write_text("# Benchmarks\n\n<!-- BEGIN other -->\nkept\n<!-- END other -->\n")
-    monkeypatch.setattr(cpu_kernels, "write_section", lambda name, text: _write(name, text, benchmarks))
+    monkeypatch.setattr(cpu_kernels, "write_section", lambda name, text: write_section(name, text, benchmarks))
     assert cpu_kernels.main(["--sizes", "10", "--modes", "sum", "--height", "16", "--width", "16",
                              "--repeats", "1"]) == 0
     text = benchmarks.read_text()
     assert "kept" in text and "<!-- BEGIN cpu-kernels -->" in text and "| 10 | sum |" in text
 
-
-def _write(name, text, path):
-    from bench.report import write_section
-
-    write_section(name, text, path)
