@@ -20,6 +20,7 @@ from bench.rd import DEFAULT_DATA
 
 VARIANTS: dict[str, tuple[str, dict]] = {
     "default (as shipped)": ("default", {}),
+    "default, 1800 iterations": ("default", {"iterations": 1800}),
     "default, all steps at full resolution": ("default", {"coarse_share": 0.0}),
     "default, shapes through a K-means codebook": ("default", {"shape_per_gaussian": False}),
     "default, L1 + 0.2 SSIM loss": ("default", {"ssim_weight": 0.2}),
@@ -64,12 +65,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bpp", type=float, default=0.125)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--variants", default=";".join(VARIANTS), help="semicolon-separated variant names")
+    parser.add_argument("--section", default="ablation", help="BENCHMARKS.md section to write (default: %(default)s)")
     args = parser.parse_args(argv)
     images = [args.data / f"{name}.png" for name in args.images.split(",")]
     names = [n for n in args.variants.split(";") if n]
     results = {name: run_variant(name, images, args.bpp, args.crop) for name in names}
     shipped = results.get("default (as shipped)")
     command = f"python -m bench.ablation --images {args.images} --bpp {args.bpp}" + (f" --crop {args.crop}" if args.crop else "")
+    if args.variants != parser.get_default("variants"):
+        command += f" --variants '{args.variants}'"
+    if args.section != parser.get_default("section"):
+        command += f" --section {args.section}"
     lines = [f"## Ablation at {args.bpp} bpp (`{command}`)", "",
              f"Machine: {machine_line()}. Images: {args.images}" + (f", centred {args.crop} crops" if args.crop else "")
              + ". One encode per image and row, one at a time.", "",
@@ -79,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {name} | {r['psnr']:.2f} | {delta} | {r['bpp']:.4f} | {r['seconds']:.0f} |")
     markdown = "\n".join(lines)
     print(markdown)
-    write_section("ablation", markdown)
+    write_section(args.section, markdown)
     return 0
 
 
