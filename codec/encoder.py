@@ -139,7 +139,7 @@ class _Encoder:
             before = self._trained_values() if step >= fit_steps else None
             image, target = self._step(coarse=step < self.config.coarse_share * self.total)
             if before is not None:
-                error = float((image.clamp(0, 1) - target).square().mean())
+                error = _mse(image, target)
                 if error < best_error:
                     best_error, best_values = error, before
             if step < fit_steps:
@@ -204,7 +204,7 @@ class _Encoder:
         return xy, scales, rotation, color[:, :3], color[:, 3]
 
     def _report(self, iteration: int, image: Tensor, target: Tensor) -> None:
-        mse = float((image.clamp(0, 1) - target).square().mean())
+        mse = _mse(image, target)
         psnr = 10 * math.log10(1 / mse) if mse > 0 else float("inf")
         if self.progress(Progress(iteration, self.total, psnr)) is False:
             raise EncodeCancelled(f"cancelled at iteration {iteration} of {self.total}")
@@ -248,7 +248,8 @@ class _Encoder:
         index = keep.nonzero().squeeze(1)
         self._select(index)
         target, n = self._count_that_fits(budget_bits), len(index)
-        self._grow(torch.arange(n, device=index.device), mean_grad[index], min(target - n, n // 4))
+        if target > n:  # the pruned set is already selected; grow only where the budget has room
+            self._grow(torch.arange(n, device=index.device), mean_grad[index], min(target - n, n // 4))
 
     def _count_that_fits(self, budget_bits: float) -> int:
         """The Gaussian count whose real stream fills the budget, extrapolated from the current one's."""
@@ -407,6 +408,10 @@ class _Encoder:
         """Sorted by grid row, then column, when rendering does not depend on order: rows then cost only
         their gaps (about log2(N!) bits less in all); alpha blending keeps its trained order."""
         return np.lexsort((x, y)) if self.plan.rows_sorted else np.arange(len(x))
+
+
+def _mse(image: Tensor, target: Tensor) -> float:  # of the displayable (clamped) render
+    return float((image.clamp(0, 1) - target).square().mean())
 
 
 def _format_bounds(columns: tuple[str, ...]) -> np.ndarray:  # [D, 2] (low, high) the format accepts per column
