@@ -44,14 +44,14 @@ def load(path: Path, crop: str | None):
 
 def run_variant(name: str, images: list[Path], bpp: float, crop: str | None) -> dict:
     import codec
-    from codec import presets
 
     base, overrides = VARIANTS[name]
-    presets.METHODS["ablation"] = dataclasses.replace(presets.METHODS[base], name="ablation", **overrides)
+    method = dataclasses.replace(codec.METHODS[base], name="ablation", **overrides)
+    options = codec.EncodeOptions(bpp=bpp, method=method)
     rows = []
     for path in images:
         started = time.perf_counter()
-        report = codec.encode_with_report(load(path, crop), bpp, method="ablation")
+        report = codec.encode_with_report(load(path, crop), options=options)
         rows.append((report.psnr, report.bpp, time.perf_counter() - started))
         print(f"{name} / {path.stem}: {report.psnr:.2f} dB, {report.bpp:.4f} bpp, {rows[-1][2]:.0f} s", flush=True)
     return {"psnr": statistics.fmean(r[0] for r in rows), "bpp": statistics.fmean(r[1] for r in rows),

@@ -38,9 +38,10 @@ def _parser() -> argparse.ArgumentParser:
     encode.add_argument("input", type=Path)
     encode.add_argument("output", type=Path)
     rate = encode.add_mutually_exclusive_group()
-    rate.add_argument("--bpp", type=float, help="target bits per pixel (default 0.125)")
+    rate.add_argument("--bpp", type=float, help=f"target bits per pixel, {codec.MIN_BPP} to {codec.MAX_BPP} "
+                      f"(default: the {codec.DEFAULT_PRESET} preset)")
     rate.add_argument("--preset", choices=sorted(codec.RATE_PRESETS), help="a named rate point of the paper")
-    encode.add_argument("--method", default="default", choices=["default", "paper"])
+    encode.add_argument("--method", default="default", choices=sorted(codec.METHODS))
     encode.add_argument("--iterations", type=int, help="optimisation steps (default: the method's)")
     encode.add_argument("--seed", type=int, default=0)
     encode.add_argument("--device", help="cpu or cuda (default: cuda when available)")
@@ -69,7 +70,8 @@ def _parser() -> argparse.ArgumentParser:
 def _encode(args) -> int:
     from tqdm import tqdm
 
-    bpp = args.bpp if args.bpp is not None or args.preset else 0.125
+    options = codec.EncodeOptions(bpp=args.bpp, preset=args.preset, method=args.method,
+                                  iterations=args.iterations, seed=args.seed, device=args.device)
     with tqdm(total=1, unit="it", disable=args.quiet, leave=False) as bar:
         def progress(p: codec.Progress) -> None:
             bar.total = p.total
@@ -77,9 +79,7 @@ def _encode(args) -> int:
             bar.set_postfix(psnr=f"{p.psnr:.2f}")
             bar.refresh()
 
-        report = codec.encode_with_report(args.input, bpp, preset=args.preset, method=args.method,
-                                          iterations=args.iterations, seed=args.seed, device=args.device,
-                                          progress=progress)
+        report = codec.encode_with_report(args.input, options=options, progress=progress)
     args.output.write_bytes(report.data)
     print(f"{args.output}: {len(report.data)} bytes, {report.bpp:.4f} bpp, PSNR {report.psnr:.2f} dB, "
           f"{report.n_gaussians} Gaussians, {report.seconds:.1f} s on {report.device}")

@@ -5,9 +5,10 @@ from codec.bitstream import Header
 from codec.encoder import Progress
 from codec.errors import BitstreamError, CodecError, EncodeCancelled, ImageError
 from codec.image_io import load_image
-from codec.presets import MAX_BPP, MIN_BPP, RATE_PRESETS
+from codec.options import DEFAULT_PRESET, EncodeOptions
+from codec.presets import MAX_BPP, METHODS, MIN_BPP, RATE_PRESETS, Method
 
 __all__ = [
-    "BitstreamError", "CodecError", "EncodeCancelled", "EncodeReport", "Header", "ImageError",
-    "MAX_BPP", "MIN_BPP", "Progress", "RATE_PRESETS", "decode", "encode", "encode_with_report", "inspect", "load_image", "psnr",
+    "BitstreamError", "CodecError", "DEFAULT_PRESET", "EncodeCancelled", "EncodeOptions", "EncodeReport", "Header",
+    "ImageError", "MAX_BPP", "METHODS", "MIN_BPP", "Method", "Progress", "RATE_PRESETS", "decode", "encode", "encode_with_report", "inspect", "load_image", "psnr",
 ]

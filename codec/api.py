@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -11,7 +13,7 @@ from codec.bitstream import Header, parse_header
 from codec.decoder import decode_array
 from codec.encoder import ProgressCallback, encode_array
 from codec.image_io import DEFAULT_MAX_PIXELS, load_image
-from codec.presets import resolve_target
+from codec.options import EncodeOptions
 
 
 @dataclass(frozen=True)
@@ -35,20 +37,21 @@ def encode_with_report(
     image,
     bpp: float | None = None,
     *,
-    preset: str | None = None,
-    method: str = "default",
-    iterations: int | None = None,
-    seed: int = 0,
-    device: str | None = None,
+    options: EncodeOptions | None = None,
     progress: ProgressCallback | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    **fields,
 ) -> EncodeReport:
-    """Encode and report what was achieved. ``progress(p)`` returning False cancels (EncodeCancelled)."""
+    """Encode and report what was achieved. Options come as one ``EncodeOptions`` or as its fields
+    (``bpp``, ``preset``, ``method``, ``iterations``, ``seed``, ``device``); neither bpp nor preset: the
+    "medium" preset. ``progress(p)`` returning False cancels (EncodeCancelled)."""
     started = time.perf_counter()
+    if options is None:
+        options = EncodeOptions(bpp=bpp, **fields)
+    elif bpp is not None or fields:
+        raise TypeError("give options= or its fields, not both")
     pixels = load_image(image, max_pixels=max_pixels)
-    target_bpp = resolve_target(bpp, preset)
-    result = encode_array(pixels, target_bpp, method=method, iterations=iterations, seed=seed,
-                          device=device, progress=progress)
+    result = encode_array(pixels, options, progress)
     height, width = pixels.shape[:2]
     return EncodeReport(
         data=result.data,
@@ -62,14 +65,23 @@ def encode_with_report(
     )
 
 
-def decode(data: bytes, *, device: str | None = None) -> np.ndarray:  # [H, W, 3] uint8
-    """Decode a .gsi bitstream to pixels; the same bytes always give the same pixels on CPU."""
-    return decode_array(bytes(data), device=device)
+def decode(data, *, device: str | None = None) -> np.ndarray:  # [H, W, 3] uint8
+    """Decode a .gsi bitstream (bytes-like, or a path to a file) to pixels; the same bytes always give the
+    same pixels on CPU."""
+    return decode_array(_bitstream_bytes(data), device=device)
 
 
-def inspect(data: bytes) -> Header:
-    """Parse and validate the header of a .gsi bitstream without rendering it."""
-    return parse_header(bytes(data))
+def inspect(data) -> Header:
+    """Parse and validate the header of a .gsi bitstream (bytes-like or a path) without rendering it."""
+    return parse_header(_bitstream_bytes(data))
+
+
+def _bitstream_bytes(data) -> bytes:
+    if isinstance(data, (str, os.PathLike)):
+        return Path(data).read_bytes()
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    raise TypeError(f"a bitstream is bytes or a path, not {type(data).__name__}")
 
 
 def psnr(reference: np.ndarray, test: np.ndarray) -> float:

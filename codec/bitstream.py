@@ -1,4 +1,6 @@
-"""The .gsi format, version 1 (docs/bitstream.md): header fields declared with widths and range checks.
+"""The .gsi file layout, version 1 (docs/bitstream.md): serialising ``QuantizedGaussians``, nothing more.
+
+Header fields are declared with widths and range checks.
 
 Every field is checked before anything is allocated from it, and every failure raises BitstreamError
 naming the field. Layout (little-endian):
@@ -22,6 +24,7 @@ import numpy as np
 from codec.entropy import BitReader, BitWriter, SymbolDecoder, SymbolEncoder, categorical, read_histogram
 from codec.entropy import uniform, write_histogram
 from codec.errors import BitstreamError
+from codec.quantized import BLEND_MODES, COLOR_COLUMNS, RANGE_BOUNDS, SHAPE_COLUMNS, Layout, QuantizedGaussians
 
 MAGIC = b"GSIC"
 VERSION = 1
@@ -31,14 +34,6 @@ MAX_GAUSSIANS = 1 << 20
 MAX_K = 4096
 MAX_SCALAR_BITS = 10  # per-Gaussian shapes carry a histogram of 2^bits counts per column
 MAX_SECTION_BYTES = 64 << 20
-# Shape is stored as the matrix logarithm of the covariance, log S = R diag(2 log s) R^T: unique and
-# continuous (no half-turn or axis-swap ambiguity), so K-means distances between shapes are meaningful.
-SHAPE_COLUMNS = ("log_cov_xx", "log_cov_xy", "log_cov_yy")
-COLOR_COLUMNS = ("red", "green", "blue", "opacity")
-BLEND_MODES = ("alpha", "sum")
-# Decoded values must stay in these bounds (standard deviations from exp(-8) to exp(10) px).
-RANGE_BOUNDS = {"log_cov_xx": (-16.0, 20.0), "log_cov_xy": (-18.0, 18.0), "log_cov_yy": (-16.0, 20.0),
-                "red": (-4.0, 5.0), "green": (-4.0, 5.0), "blue": (-4.0, 5.0), "opacity": (0.0, 1.0)}
 
 
 @dataclass(frozen=True)
@@ -70,87 +65,59 @@ CRC_BYTES = 4
 
 
 @dataclass(frozen=True)
-class Header:
+class Header(Layout):
+    """The parsed fixed header: the layout of the Gaussians plus the counts and section lengths."""
+
     version: int
-    blend_mode: str
-    rows_sorted: bool
-    shape_per_gaussian: bool
-    width: int
-    height: int
     n_gaussians: int
-    position_bits: int
     k_shape: int
     k_color: int
-    shape_bits: int
-    color_bits: int
     side_length: int
     payload_length: int
-    shape_ranges: tuple[tuple[float, float], ...]  # per SHAPE_COLUMNS: (min, max)
-    color_ranges: tuple[tuple[float, float], ...]  # per COLOR_COLUMNS
 
     @property
     def total_bytes(self) -> int:
         return HEADER_BYTES + self.side_length + self.payload_length + CRC_BYTES
 
 
-@dataclass
-class QuantizedGaussians:
-    """Everything a .gsi file holds, as integers plus the float16 column ranges, in rendering order."""
-
-    width: int
-    height: int
-    blend_mode: str
-    position_bits: int
-    x: np.ndarray  # [N] int, position grid column
-    y: np.ndarray  # [N] int, position grid row
-    rows_sorted: bool  # stored in non-decreasing row order, rows coded as gaps (order-free blending only)
-    shape_bits: int
-    shape_ranges: np.ndarray  # [3, 2] float32 holding float16 values
-    shape_per_gaussian: bool  # shape symbols coded per Gaussian (scalar quantisation), not via a codebook
-    shape_codebook: np.ndarray  # [k_shape, 3] int; with shape_per_gaussian: [N, 3], row i for Gaussian i
-    shape_index: np.ndarray  # [N] int; with shape_per_gaussian: 0 .. N-1
-    color_bits: int
-    color_ranges: np.ndarray  # [4, 2]
-    color_codebook: np.ndarray  # [k_color, 4] int
-    color_index: np.ndarray  # [N] int
-
-
 def write_bitstream(q: QuantizedGaussians) -> bytes:
-    n = len(q.x)
-    rows = np.diff(q.y, prepend=0) if q.rows_sorted else q.y
+    layout, n = q.layout, len(q)
+    rows = np.diff(q.y, prepend=0) if layout.rows_sorted else q.y
     if (rows < 0).any():
         raise ValueError("rows_sorted is set but the Gaussians are not sorted by row")
     side = BitWriter()
-    if q.rows_sorted:
+    if layout.rows_sorted:
         row_alphabet = int(rows.max()) + 1 if n else 1
         side.write_gamma(row_alphabet)
         row_model = categorical(write_histogram(side, rows, row_alphabet))
     else:
-        row_model = uniform(q.position_bits)
-    if q.shape_per_gaussian:
-        shape_models = [categorical(write_histogram(side, column, 1 << q.shape_bits)) for column in q.shape_codebook.T]
+        row_model = uniform(layout.position_bits)
+    if layout.shape_per_gaussian:
+        shape_models = [categorical(write_histogram(side, column, 1 << layout.shape_bits))
+                        for column in q.shape_codebook.T]
     else:
-        shape_model = categorical(write_histogram(side, q.shape_index, len(q.shape_codebook)))
-    color_counts = write_histogram(side, q.color_index, len(q.color_codebook))
-    if not q.shape_per_gaussian:
-        side.write_array(q.shape_codebook, q.shape_bits)
-    side.write_array(q.color_codebook, q.color_bits)
+        shape_model = categorical(write_histogram(side, q.shape_index, q.k_shape))
+    color_counts = write_histogram(side, q.color_index, q.k_color)
+    if not layout.shape_per_gaussian:
+        side.write_array(q.shape_codebook, layout.shape_bits)
+    side.write_array(q.color_codebook, layout.color_bits)
     symbols = SymbolEncoder()
     symbols.encode(rows, row_model)
-    symbols.encode(q.x, uniform(q.position_bits))
-    if q.shape_per_gaussian:
+    symbols.encode(q.x, uniform(layout.position_bits))
+    if layout.shape_per_gaussian:
         for column, model in zip(q.shape_codebook.T, shape_models):
             symbols.encode(column, model)
     else:
         symbols.encode(q.shape_index, shape_model)
     symbols.encode(q.color_index, categorical(color_counts))
     side_bytes, payload = side.getvalue(), symbols.getvalue()
-    flags = BLEND_MODES.index(q.blend_mode) | (int(q.rows_sorted) << 1) | (int(q.shape_per_gaussian) << 2)
-    values = [VERSION, flags, q.width, q.height, n, q.position_bits,
-              0 if q.shape_per_gaussian else len(q.shape_codebook), len(q.color_codebook), q.shape_bits, q.color_bits, len(side_bytes), len(payload)]
+    flags = (BLEND_MODES.index(layout.blend_mode) | (int(layout.rows_sorted) << 1)
+             | (int(layout.shape_per_gaussian) << 2))
+    values = [VERSION, flags, layout.width, layout.height, n, layout.position_bits, q.k_shape, q.k_color,
+              layout.shape_bits, layout.color_bits, len(side_bytes), len(payload)]
     for field, value in zip(HEADER_FIELDS, values):
         _check(field, value)
-    ranges = np.concatenate([q.shape_ranges.ravel(), q.color_ranges.ravel()]).astype(np.float16)
+    ranges = np.concatenate([np.ravel(r) for r in layout.range_arrays()]).astype(np.float16)
     body = _FIXED.pack(MAGIC, *values, *ranges.tolist()) + side_bytes + payload
     return body + struct.pack("<I", zlib.crc32(body))
 
@@ -189,7 +156,8 @@ def parse_header(data: bytes) -> Header:
                   shape_ranges=shape_ranges, color_ranges=color_ranges, **fields)
 
 
-def read_bitstream(data: bytes) -> tuple[Header, QuantizedGaussians]:
+def read_bitstream(data: bytes) -> QuantizedGaussians:
+    """The Gaussians of a file; their ``layout`` is the file's parsed ``Header``."""
     header = parse_header(data)
     n = header.n_gaussians
     side = BitReader(data[HEADER_BYTES: HEADER_BYTES + header.side_length], "side_info")
@@ -221,14 +189,10 @@ def read_bitstream(data: bytes) -> tuple[Header, QuantizedGaussians]:
     y = np.cumsum(rows) if header.rows_sorted else rows
     if n and y.max() >= (1 << header.position_bits):
         raise BitstreamError("payload.rows", "positions run past the grid")
-    return header, QuantizedGaussians(
-        width=header.width, height=header.height, blend_mode=header.blend_mode,
-        position_bits=header.position_bits, x=x, y=y, rows_sorted=header.rows_sorted,
-        shape_bits=header.shape_bits, shape_ranges=np.array(header.shape_ranges, dtype=np.float32),
-        shape_per_gaussian=header.shape_per_gaussian,
-        shape_codebook=shape_codebook.reshape(-1, len(SHAPE_COLUMNS)), shape_index=shape_index,
-        color_bits=header.color_bits, color_ranges=np.array(header.color_ranges, dtype=np.float32),
-        color_codebook=color_codebook.reshape(header.k_color, len(COLOR_COLUMNS)), color_index=color_index,
+    return QuantizedGaussians(
+        layout=header, x=x, y=y, shape_codebook=shape_codebook.reshape(-1, len(SHAPE_COLUMNS)),
+        shape_index=shape_index, color_codebook=color_codebook.reshape(header.k_color, len(COLOR_COLUMNS)),
+        color_index=color_index,
     )
 
 

@@ -1,4 +1,4 @@
-"""Bytes to pixels. Imports no optimiser: decoding is parsing, dequantising and one forward render."""
+"""Bytes to pixels. Imports no optimiser and no trainable model: parsing, dequantising and one forward render."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from torch import Tensor
 
 from codec.bitstream import read_bitstream
 from codec.errors import BitstreamError
-from codec.gaussians import dequantize
+from codec.quantized import to_render_inputs
 from kernels import render
 from kernels.reference import pixel_boxes
 
@@ -17,11 +17,12 @@ MAX_PAIRS = 400_000_000
 
 
 def decode_array(data: bytes, device: str | None = None) -> np.ndarray:  # [H, W, 3] uint8
-    header, q = read_bitstream(data)
-    means, scales, rotations, colors, opacities = dequantize(q, device or "cpu")
-    _check_work(means, scales, rotations, header.height, header.width)
+    q = read_bitstream(data)
+    layout = q.layout
+    means, scales, rotations, colors, opacities = to_render_inputs(q, device or "cpu")
+    _check_work(means, scales, rotations, layout.height, layout.width)
     with torch.no_grad():
-        image = render(means, scales, rotations, colors, opacities, header.height, header.width, q.blend_mode)
+        image = render(means, scales, rotations, colors, opacities, layout.height, layout.width, layout.blend_mode)
     return to_uint8(image)
 
 

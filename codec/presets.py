@@ -29,6 +29,19 @@ class Method:
     lr_rotation: float = 0.02
     lr_color: float = 0.01
     lr_opacity: float = 0.05
+    # Learning-rate decay over the whole encode, as the final rate's share of the first (exponential).
+    position_lr_decay: float = 0.01
+    lr_decay: float = 0.1
+    # Initialisation: share of the sampling density that follows image detail (the rest is uniform).
+    detail_share: float = 0.7
+    # Density control: Gaussians below this opacity are pruned at each round; at most this share of the
+    # count is grown per round; split Gaussians shrink by this factor.
+    prune_opacity: float = 0.001
+    max_growth: float = 0.25
+    split_shrink: float = 1.6
+    # Share of the quantised steps after which the stream is measured once more: the remaining steps heal
+    # a prune there, which at the final write costs the image much more.
+    remeasure_at: float = 0.75
 
 
 METHODS = {
@@ -40,22 +53,3 @@ METHODS = {
     # The paper's configuration: alpha blending, K-means VQ of both groups, 10-bit positions.
     "paper": Method("paper", blend_mode="alpha"),
 }
-
-
-def resolve_target(bpp: float | None, preset: str | None) -> float:
-    """The target bpp from an explicit value or a preset name (exactly one of them)."""
-    if (bpp is None) == (preset is None):
-        raise ValueError("give exactly one of bpp or preset")
-    if preset is not None:
-        if preset not in RATE_PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(RATE_PRESETS)}")
-        return RATE_PRESETS[preset]
-    if not MIN_BPP <= float(bpp) <= MAX_BPP:
-        raise ValueError(f"bpp must be within [{MIN_BPP}, {MAX_BPP}], got {bpp}")
-    return float(bpp)
-
-
-def resolve_method(name: str) -> Method:
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
-    return METHODS[name]

@@ -1,10 +1,21 @@
-"""Vector quantisation (K-means) inside training and post-training uniform quantisation (paper eq. 7-8)."""
+"""Quantisation inside training: K-means codebooks whose entries are then trained, straight-through
+snapping to the format's uniform grids, and ``QuantisedModel``, the quantised phase's form of the Gaussians.
+
+The grids themselves (paper eq. 7-8) belong to the format: ``codec.quantized``.
+"""
 
 from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from codec.gaussians import Gaussians
+from codec.quantized import COLOR_COLUMNS, SHAPE_COLUMNS, Layout, QuantizedGaussians, format_bounds, from_trained
+from codec.quantized import grid_steps, half_range, log_covariance, scales_and_rotation
 
 LLOYD_ITERATIONS = 10
 
@@ -45,47 +56,119 @@ def _initial_centroids(points: Tensor, k: int, generator: torch.Generator | None
     return points[order[:k]].clone()
 
 
-def half_range(values: np.ndarray) -> np.ndarray:  # [D, 2] float16-representable (min, max) per column
-    """Per-column (min, max), widened to the nearest float16 values so the stored range still covers them."""
-    lo = values.min(axis=0).astype(np.float64)
-    hi = values.max(axis=0).astype(np.float64)
-    lo16, hi16 = lo.astype(np.float16), hi.astype(np.float16)
-    lo16 = np.where(lo16.astype(np.float64) > lo, np.nextafter(lo16, np.float16(-np.inf)), lo16)
-    hi16 = np.where(hi16.astype(np.float64) < hi, np.nextafter(hi16, np.float16(np.inf)), hi16)
-    return np.stack([lo16, hi16], axis=1).astype(np.float32)
-
-
-def quantize_uniform(
-    values: np.ndarray,  # [M, D]
-    ranges: np.ndarray,  # [D, 2] (min, max)
-    bits: int,
-) -> np.ndarray:  # [M, D] int64 in [0, 2^bits - 1]
-    """Paper eq. 7: q = round((theta - min) / S), S = (max - min) / (2^b - 1)."""
-    step = _steps(ranges, bits)
-    levels = 2**bits - 1
-    return np.clip(np.round((values - ranges[:, 0]) / step), 0, levels).astype(np.int64)
-
-
-def dequantize_uniform(
-    symbols: np.ndarray,  # [M, D] int
-    ranges: np.ndarray,  # [D, 2]
-    bits: int,
-) -> np.ndarray:  # [M, D] float32
-    """Paper eq. 8: theta = q * S + min."""
-    return (symbols * _steps(ranges, bits) + ranges[:, 0]).astype(np.float32)
-
-
-def _steps(ranges: np.ndarray, bits: int) -> np.ndarray:
-    span = ranges[:, 1].astype(np.float64) - ranges[:, 0].astype(np.float64)
-    return np.where(span > 0, span, 1.0) / (2**bits - 1)
-
-
 def fake_quantize(
     values: Tensor,  # [M, D]
     ranges: np.ndarray,  # [D, 2]
     bits: int,
 ) -> Tensor:  # [M, D], forward quantised, backward identity (straight-through)
     lo = torch.as_tensor(ranges[:, 0], dtype=values.dtype, device=values.device)
-    step = torch.as_tensor(_steps(ranges, bits), dtype=values.dtype, device=values.device)
+    step = torch.as_tensor(grid_steps(ranges, bits), dtype=values.dtype, device=values.device)
     snapped = torch.round((values - lo) / step).clamp(0, 2**bits - 1) * step + lo
     return values + (snapped - values).detach()
+
+
+@dataclass
+class Codebook:
+    """One vector-quantised attribute group: K-means once, then the entries themselves are trained."""
+
+    centroids: Tensor  # [k, D] learnable
+    assign: Tensor  # [N] fixed after clustering
+    bits: int
+    bounds: Tensor  # [D, 2] the range the format accepts per column
+
+    @classmethod
+    def cluster(cls, vectors: Tensor, k: int, bits: int, bounds: np.ndarray,  # vectors [N, D], bounds [D, 2]
+                generator: torch.Generator) -> "Codebook":
+        centroids, assign = kmeans(vectors.detach(), k, generator=generator)
+        codebook = cls(centroids.requires_grad_(True), assign, bits,
+                       torch.as_tensor(bounds, dtype=vectors.dtype, device=vectors.device))
+        codebook.clamp_to_bounds()
+        return codebook
+
+    @property
+    def ranges(self) -> np.ndarray:  # [D, 2] float16-representable (min, max) of the entries
+        return half_range(self.centroids.detach().cpu().numpy())
+
+    def values(self) -> Tensor:  # [N, D] exactly what the decoder will see
+        return fake_quantize(self.centroids, self.ranges, self.bits)[self.assign]
+
+    def clamp_to_bounds(self) -> None:
+        with torch.no_grad():
+            self.centroids.copy_(torch.maximum(torch.minimum(self.centroids, self.bounds[:, 1]), self.bounds[:, 0]))
+
+    def compact(self) -> tuple[np.ndarray, np.ndarray]:  # ([k', D] used centroids, [N] remapped index)
+        """Drop entries no Gaussian uses, so k never exceeds N and no bits are spent on them."""
+        used, remapped = np.unique(self.assign.cpu().numpy(), return_inverse=True)
+        return self.centroids.detach().cpu().numpy()[used], remapped
+
+
+class QuantisedModel:
+    """The Gaussians as the quantised phase trains them: colour and opacity through a codebook, shapes
+    through a codebook or per Gaussian on a uniform grid, positions on the format's grid; every value the
+    render sees is exactly what the decoder will see."""
+
+    def __init__(self, layout: Layout, shape_vq: Codebook | None, color_vq: Codebook):
+        self.layout, self.shape_vq, self.color_vq = layout, shape_vq, color_vq  # layout ranges: placeholders
+
+    @classmethod
+    def cluster(cls, gaussians: Gaussians, layout: Layout, k_shape: int, k_color: int,
+                generator: torch.Generator) -> "QuantisedModel":
+        """K-means of the shapes (unless coded per Gaussian; first, for the random stream) and of the colours."""
+        shape_vq = None
+        if not layout.shape_per_gaussian:
+            shape_vq = Codebook.cluster(_shape_vectors(gaussians), k_shape, layout.shape_bits,
+                                        format_bounds(SHAPE_COLUMNS), generator)
+        color_vq = Codebook.cluster(_color_vectors(gaussians), k_color, layout.color_bits,
+                                    format_bounds(COLOR_COLUMNS), generator)
+        return cls(layout, shape_vq, color_vq)
+
+    def codebooks(self) -> list[Codebook]:  # colour first
+        return [self.color_vq] + ([self.shape_vq] if self.shape_vq is not None else [])
+
+    def keep(self, index: Tensor) -> None:  # [M] the Gaussians kept, as ``density.select`` keeps them
+        for vq in self.codebooks():
+            vq.assign = vq.assign[index]
+
+    def shape_values(self, gaussians: Gaussians) -> Tensor:  # [N, 3] log covariance as the decoder sees it
+        if self.shape_vq is not None:
+            return self.shape_vq.values()
+        vectors = _shape_vectors(gaussians)
+        return fake_quantize(vectors, self._shape_ranges(vectors), self.layout.shape_bits)
+
+    def color_values(self) -> Tensor:  # [N, 4] colour and opacity as the decoder sees them
+        return self.color_vq.values()
+
+    def render_inputs(self, gaussians: Gaussians) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        shape, color = self.shape_values(gaussians), self.color_values()
+        scales, rotation = scales_and_rotation(shape)
+        return self.layout.grid.snap(gaussians.xy), scales, rotation, color[:, :3], color[:, 3]
+
+    def to_quantized(self, gaussians: Gaussians) -> QuantizedGaussians:
+        if self.shape_vq is not None:
+            shapes, shape_index = self.shape_vq.compact()
+            shape_ranges = self.shape_vq.ranges
+        else:
+            vectors = _shape_vectors(gaussians)
+            shapes, shape_index = vectors.detach().cpu().numpy(), np.arange(len(vectors))
+            shape_ranges = self._shape_ranges(vectors)
+        colors, color_index = self.color_vq.compact()
+        layout = dataclasses.replace(self.layout, shape_ranges=_as_ranges(shape_ranges),
+                                     color_ranges=_as_ranges(self.color_vq.ranges))
+        return from_trained(layout, gaussians.xy, shapes, shape_index, colors, color_index)
+
+    @staticmethod
+    def _shape_ranges(vectors: Tensor) -> np.ndarray:  # [3, 2] of per-Gaussian shapes, within the format's bounds
+        bounds = format_bounds(SHAPE_COLUMNS)
+        return np.clip(half_range(vectors.detach().cpu().numpy()), bounds[:, :1], bounds[:, 1:])
+
+
+def _shape_vectors(gaussians: Gaussians) -> Tensor:  # [N, 3] log covariance
+    return log_covariance(gaussians.log_scale, gaussians.rotation)
+
+
+def _color_vectors(gaussians: Gaussians) -> Tensor:  # [N, 4] colour and opacity
+    return torch.cat([gaussians.color, torch.sigmoid(gaussians.opacity_logit)[:, None]], dim=1)
+
+
+def _as_ranges(array: np.ndarray) -> tuple[tuple[float, float], ...]:  # [D, 2] -> Layout's form
+    return tuple((float(low), float(high)) for low, high in array)

@@ -1,7 +1,9 @@
-"""Rate control: from a bit budget to the Gaussian count, codebook sizes and bit-widths.
+"""Rate control: the budget, the plan made from it, and the measure-and-adjust steps the encoder calls.
 
-The plan fills the budget with a model of the real stream (header, histograms, codebooks, entropy of
-row gaps and indices); the encoder then measures the real stream and prunes if it still overshoots.
+Up front, the plan fills the budget with a model of the real stream (header, histograms, codebooks,
+entropy of row gaps and indices). During training the encoder measures the real stream (``measure``) and
+asks ``RateControl`` for the count that fits: growth aims at it while fitting, pruning enforces it once
+quantised, and the final write prunes whatever still overshoots.
 """
 
 from __future__ import annotations
@@ -9,7 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from codec.bitstream import COLOR_COLUMNS, CRC_BYTES, HEADER_BYTES, SHAPE_COLUMNS
+from codec.bitstream import CRC_BYTES, HEADER_BYTES, write_bitstream
+from codec.quantized import COLOR_COLUMNS, SHAPE_COLUMNS, QuantizedGaussians
 
 MIN_GAUSSIANS = 16
 MIN_K, MAX_K = 8, 256
@@ -17,6 +20,11 @@ MIN_K, MAX_K = 8, 256
 # whole encode 5 bits gave 0.4 dB more than 4, and 6 no more than 5.
 SCALAR_SHAPE_BITS = 5
 GAUSSIANS_PER_ENTRY = 16
+BUDGET_FILL = 0.985  # aim just under the budget: training after a measurement moves the size a little
+BUDGET_FIT_ROUNDS = 4  # measure-and-prune rounds of the Gaussian count when quantisation starts
+# The final write drops this much more than the measured excess predicts (Gaussians differ in cost), so
+# one pass usually lands under the budget.
+FINAL_PRUNE_MARGIN = 1.05
 
 
 @dataclass(frozen=True)
@@ -70,3 +78,43 @@ def estimate_bits(plan: RatePlan) -> float:
         histograms += len(SHAPE_COLUMNS) * (1 << plan.shape_bits) * (2 * math.log2(n / (1 << plan.shape_bits) + 1) + 1)
     per_gaussian = plan.position_bits + row_bits + index_bits
     return 8 * (HEADER_BYTES + CRC_BYTES) + n * per_gaussian + codebooks + histograms + 32
+
+
+def measure(q: QuantizedGaussians) -> int:
+    """The real size, in bits, of the file these Gaussians make."""
+    return len(write_bitstream(q)) * 8
+
+
+@dataclass(frozen=True)
+class RateControl:
+    """One target and the counts that keep the real stream within it."""
+
+    budget_bits: float
+    plan: RatePlan
+
+    @classmethod
+    def for_image(cls, target_bpp: float, height: int, width: int, position_bits: int, rows_sorted: bool,
+                  shape_per_gaussian: bool) -> "RateControl":
+        budget = target_bpp * height * width
+        return cls(budget, plan_rate(budget, height, width, position_bits, rows_sorted, shape_per_gaussian))
+
+    def _fitting(self, n: int, bits: int) -> float:  # the count whose stream would fill BUDGET_FILL of it
+        return n * BUDGET_FILL * self.budget_bits / bits
+
+    def growth_target(self, n: int, bits: int) -> int:
+        """While fitting: the count that fills the budget, extrapolated from ``n`` Gaussians' ``bits``."""
+        return max(MIN_GAUSSIANS, round(self._fitting(n, bits)))
+
+    def prune_target(self, n: int, bits: int) -> int | None:
+        """Once quantised: the count to prune to, or None when ``bits`` fit (or ``n`` is at the floor)."""
+        if bits <= BUDGET_FILL * self.budget_bits:
+            return None
+        keep = max(MIN_GAUSSIANS, math.floor(self._fitting(n, bits)))
+        return keep if keep < n else None
+
+    def final_target(self, n: int, bits: int) -> int | None:
+        """At the write: the count to prune to, or None when the file fits (or ``n`` is at the floor)."""
+        excess = bits - self.budget_bits
+        if excess <= 0 or n <= MIN_GAUSSIANS:
+            return None
+        return n - min(n - MIN_GAUSSIANS, max(1, math.ceil(FINAL_PRUNE_MARGIN * excess / (bits / n))))

@@ -9,6 +9,8 @@ from enum import Enum
 
 from pydantic import BaseModel, Field
 
+from codec import EncodeOptions
+
 
 class JobStatus(str, Enum):
     queued = "queued"
@@ -22,17 +24,10 @@ class JobStatus(str, Enum):
         return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.canceled)
 
 
-@dataclass(frozen=True)
-class EncodeParams:
-    """What the client asked for; passed to ``codec.encode_with_report``."""
-
-    bpp: float | None = None
-    preset: str | None = None
-    iterations: int | None = None
-    seed: int = 0
-
-    def as_dict(self) -> dict:
-        return {"bpp": self.bpp, "preset": self.preset, "iterations": self.iterations, "seed": self.seed}
+def client_params(options: EncodeOptions) -> dict:
+    """The options a client sets, as stored with the job and shown in it (method and device are the
+    server's: the default method, and the worker's device)."""
+    return {"bpp": options.bpp, "preset": options.preset, "iterations": options.iterations, "seed": options.seed}
 
 
 @dataclass(frozen=True)
@@ -43,7 +38,7 @@ class Submission:
     image_format: str
     width: int
     height: int
-    params: EncodeParams
+    params: EncodeOptions
     fingerprint: str  # sha256 of the upload and its parameters, for Idempotency-Key checks
     idempotency_key: str | None = None
 
@@ -54,7 +49,7 @@ class JobRecord:
 
     id: str
     status: JobStatus
-    params: EncodeParams
+    params: EncodeOptions
     width: int
     height: int
     input_bytes: int
@@ -165,7 +160,7 @@ def job_resource(record: JobRecord) -> Job:
         psnr=_finite(psnr),
         width=record.width,
         height=record.height,
-        parameters=JobParameters(**record.params.as_dict()),
+        parameters=JobParameters(**client_params(record.params)),
         cancel_requested=record.cancel_requested,
         attempts=record.attempts,
         created_at=_time(record.created_at),

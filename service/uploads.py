@@ -11,8 +11,9 @@ import hashlib
 import json
 
 import codec
+from codec import EncodeOptions
 from service.errors import Problem
-from service.jobs import EncodeParams
+from service.jobs import client_params
 
 # (magic at offset 0, format); WebP and AVIF/HEIF are checked separately (their magic is not at offset 0).
 _SIGNATURES: tuple[tuple[bytes, str], ...] = (
@@ -76,7 +77,7 @@ def check_image(data: bytes, max_pixels: int) -> tuple[str, int, int]:
     return fmt, int(width), int(height)
 
 
-def fingerprint(data: bytes, params: EncodeParams) -> str:
+def fingerprint(data: bytes, params: EncodeOptions) -> str:
     digest = hashlib.sha256(data)
-    digest.update(json.dumps(params.as_dict(), sort_keys=True).encode())
+    digest.update(json.dumps(client_params(params), sort_keys=True).encode())
     return digest.hexdigest()

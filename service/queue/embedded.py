@@ -291,8 +291,7 @@ class EmbeddedQueue(JobQueue):
             params = record.params
             started = time.perf_counter()
             try:
-                report = self._encode(image, params.bpp, preset=params.preset, iterations=params.iterations,
-                                      seed=params.seed, device=device, progress=progress,
+                report = self._encode(image, options=params.replace(device=device), progress=progress,
                                       max_pixels=self.settings.max_pixels)
             except codec.EncodeCancelled:
                 if live.cancel.is_set():

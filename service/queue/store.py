@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from service.jobs import EncodeParams, JobRecord, JobStatus, Submission
+from codec import EncodeOptions
+from service.jobs import JobRecord, JobStatus, Submission, client_params
 
 SCHEMA_VERSION = 1
 
@@ -108,7 +109,7 @@ class JobStore:
     # ---- reading ------------------------------------------------------------------------------------------
 
     def _record(self, row: sqlite3.Row) -> JobRecord:
-        params = EncodeParams(**json.loads(row["params"]))
+        params = EncodeOptions(**json.loads(row["params"]))
         finished_at = row["finished_at"]
         return JobRecord(
             id=row["id"], status=JobStatus(row["status"]), params=params, width=row["width"], height=row["height"],
@@ -164,7 +165,7 @@ class JobStore:
             db.execute(
                 "INSERT INTO jobs (id, status, params, width, height, input_bytes, input_format, fingerprint, "
                 "idempotency_key, created_at) VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)",
-                (job_id, json.dumps(submission.params.as_dict()), submission.width, submission.height,
+                (job_id, json.dumps(client_params(submission.params)), submission.width, submission.height,
                  len(submission.image), submission.image_format, submission.fingerprint,
                  submission.idempotency_key, time.time()))
             db.execute("INSERT INTO blobs (job_id, kind, data) VALUES (?, 'input', ?)", (job_id, submission.image))

@@ -10,14 +10,13 @@ from fastapi import APIRouter, File, Form, Header, Response, UploadFile, status
 import codec
 from service.deps import CpuLimiterDep, QueueDep, SettingsDep
 from service.errors import Problem, problems
-from service.jobs import EncodeParams, Job, Submission, job_resource
+from service.jobs import Job, Submission, job_resource
 from service.queue.base import IdempotencyConflict, QueueFull
 from service.uploads import check_image, fingerprint
 
 router = APIRouter(tags=["encode"])
 
 MIN_BPP, MAX_BPP = codec.MIN_BPP, codec.MAX_BPP
-DEFAULT_PRESET = "medium"
 
 
 @router.post(
@@ -44,20 +43,20 @@ async def submit_encode(
                                       description="Target bits per pixel (or give a preset).")] = None,
     preset: Annotated[str | None, Form(max_length=64, description="A rate preset instead of a bpp: "
                                        + ", ".join(f"{k} ({v} bpp)" for k, v in codec.RATE_PRESETS.items())
-                                       + f". Neither: {DEFAULT_PRESET}.")] = None,
+                                       + f". Neither: {codec.DEFAULT_PRESET}.")] = None,
     iterations: Annotated[int | None, Form(ge=1, description="Optimisation iterations (default: the "
                                            "codec's); at most GSIC_MAX_ITERATIONS.")] = None,
     seed: Annotated[int, Form(ge=0, le=2**31 - 1, description="Random seed of the encoder.")] = 0,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255,
                                                   description="Same key + same upload: the same job.")] = None,
 ) -> Job:
-    if bpp is not None and preset is not None:
-        raise Problem(422, "invalid_parameters", "give a target bpp or a preset, not both")
-    if preset is not None and preset not in codec.RATE_PRESETS:
-        raise Problem(422, "unknown_preset",
-                      f"unknown preset {preset!r}; known: {', '.join(sorted(codec.RATE_PRESETS))}")
-    if bpp is None and preset is None:
-        preset = DEFAULT_PRESET if DEFAULT_PRESET in codec.RATE_PRESETS else next(iter(codec.RATE_PRESETS))
+    try:
+        params = codec.EncodeOptions(bpp=bpp, preset=preset, iterations=iterations, seed=seed)
+    except ValueError as exc:
+        code = "unknown_preset" if bpp is None and preset not in codec.RATE_PRESETS else "invalid_parameters"
+        raise Problem(422, code, str(exc)) from None
+    if bpp is None and preset is None:  # stored and shown as the preset it ran at
+        params = params.replace(preset=codec.DEFAULT_PRESET)
     if iterations is not None and iterations > settings.max_iterations:
         raise Problem(422, "invalid_parameters", f"iterations must be at most {settings.max_iterations}")
 
@@ -72,7 +71,6 @@ async def submit_encode(
         raise Problem(413, "body_too_large", f"the file is larger than {settings.max_upload_bytes} bytes")
     image_format, width, height = await anyio.to_thread.run_sync(check_image, data, settings.max_pixels,
                                                                  limiter=limiter)
-    params = EncodeParams(bpp=bpp, preset=preset, iterations=iterations, seed=seed)
     submission = Submission(image=data, image_format=image_format, width=width, height=height, params=params,
                             fingerprint=fingerprint(data, params), idempotency_key=idempotency_key)
     try:

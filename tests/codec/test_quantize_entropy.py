@@ -7,7 +7,8 @@ import torch
 from codec.entropy import BitReader, BitWriter, SymbolDecoder, SymbolEncoder, categorical, read_histogram
 from codec.entropy import uniform, write_histogram
 from codec.errors import BitstreamError
-from codec.quantize import dequantize_uniform, fake_quantize, half_range, kmeans, quantize_uniform
+from codec.quantize import fake_quantize, kmeans
+from codec.quantized import dequantize_uniform, half_range, quantize_uniform
 
 
 def test_kmeans_finds_separated_clusters():

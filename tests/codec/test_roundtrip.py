@@ -60,15 +60,50 @@ def test_progress_reports_and_cancels(crop):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"bpp": 0.0}, "bpp must be within"),
+    ({"bpp": 0.0}, "bpp must be a number within"),
     ({"bpp": None, "preset": "nope"}, "unknown preset"),
-    ({"bpp": 0.1, "preset": "medium"}, "exactly one"),
+    ({"bpp": 0.1, "preset": "medium"}, "not both"),
     ({"bpp": 0.1, "method": "fast"}, "unknown method"),
+    ({"bpp": 0.1, "iterations": 0}, "iterations must be"),
+    ({"bpp": 0.1, "iterations": -5}, "iterations must be"),
+    ({"bpp": 0.1, "iterations": 2.5}, "iterations must be"),
+    ({"bpp": 0.1, "seed": -1}, "seed must be"),
+    ({"bpp": 0.1, "device": "tpu"}, "device"),
 ])
 def test_bad_options_raise_value_error(crop, kwargs, message):
     bpp = kwargs.pop("bpp")
     with pytest.raises(ValueError, match=message):
         codec.encode(crop, bpp, **kwargs)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_a_value_error(crop):
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        codec.encode(crop, 0.5, device="cuda")
+
+
+def test_options_default_to_the_medium_preset():
+    assert codec.DEFAULT_PRESET == "medium"
+    assert codec.EncodeOptions().target_bpp == codec.RATE_PRESETS["medium"]
+    assert codec.EncodeOptions(preset="high").target_bpp == codec.RATE_PRESETS["high"]
+
+
+def test_options_and_their_fields_give_the_same_bytes(crop):
+    options = codec.EncodeOptions(bpp=0.5, iterations=30, seed=2)
+    assert codec.encode(crop, options=options) == codec.encode(crop, 0.5, iterations=30, seed=2)
+    with pytest.raises(TypeError, match="not both"):
+        codec.encode(crop, 0.5, options=options)
+
+
+def test_decode_and_inspect_take_a_path(crop, tmp_path):
+    data = codec.encode(crop, 0.5, iterations=20)
+    path = tmp_path / "x.gsi"
+    path.write_bytes(data)
+    assert np.array_equal(codec.decode(path), codec.decode(data))
+    assert np.array_equal(codec.decode(str(path)), codec.decode(bytearray(data)))
+    assert codec.inspect(path) == codec.inspect(data)
+    with pytest.raises(TypeError, match="bytes or a path"):
+        codec.decode(10**9)
 
 
 def test_presets_name_the_paper_rates():

@@ -1,0 +1,78 @@
+"""``EncodeOptions``: everything an encode may be asked for, validated once, here.
+
+The CLI, the service and the benchmarks build one of these and carry it unchanged; a bad value raises
+``ValueError`` naming it (the service answers 422 with the message).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+from codec.presets import MAX_BPP, METHODS, MIN_BPP, RATE_PRESETS, Method
+
+DEFAULT_PRESET = "medium"
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """Target (a bpp or a preset name; neither: the "medium" preset), method, iterations, seed, device."""
+
+    bpp: float | None = None
+    preset: str | None = None
+    method: str | Method = "default"  # a name of presets.METHODS, or a Method of one's own (ablations)
+    iterations: int | None = None  # None: the method's
+    seed: int = 0
+    device: str | None = None  # None: CUDA when available, else the CPU
+
+    def __post_init__(self) -> None:
+        if self.bpp is not None and self.preset is not None:
+            raise ValueError("give a target bpp or a preset, not both")
+        if self.preset is not None and self.preset not in RATE_PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(sorted(RATE_PRESETS))}")
+        if self.bpp is not None:
+            if isinstance(self.bpp, bool) or not isinstance(self.bpp, (int, float)) or not MIN_BPP <= self.bpp <= MAX_BPP:
+                raise ValueError(f"bpp must be a number within [{MIN_BPP}, {MAX_BPP}], got {self.bpp!r}")
+        if not isinstance(self.method, Method) and self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(sorted(METHODS))}")
+        if self.iterations is not None and (isinstance(self.iterations, bool) or not isinstance(self.iterations, int)
+                                            or self.iterations < 1):
+            raise ValueError(f"iterations must be a whole number >= 1, got {self.iterations!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed must be a whole number >= 0, got {self.seed!r}")
+        if self.device is not None:
+            try:
+                device = torch.device(self.device)
+            except (RuntimeError, TypeError) as exc:
+                raise ValueError(f"unknown device {self.device!r}: {exc}") from None
+            if device.type not in ("cpu", "cuda"):
+                raise ValueError(f"device must be cpu or cuda[:N], got {self.device!r}")
+            if device.type == "cuda" and not torch.cuda.is_available():
+                raise ValueError(f"device {self.device!r} asked for, but no CUDA GPU is available")
+
+    @property
+    def target_bpp(self) -> float:
+        if self.bpp is not None:
+            return float(self.bpp)
+        return RATE_PRESETS[self.preset or DEFAULT_PRESET]
+
+    @property
+    def config(self) -> Method:
+        return self.method if isinstance(self.method, Method) else METHODS[self.method]
+
+    @property
+    def method_name(self) -> str:
+        return self.config.name
+
+    @property
+    def total_iterations(self) -> int:  # two at least: one fitting and one quantised step
+        return max(self.iterations or self.config.iterations, 2)
+
+    @property
+    def torch_device(self) -> torch.device:
+        return torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    def replace(self, **changes) -> "EncodeOptions":
+        return dataclasses.replace(self, **changes)
