@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from bench.report import machine_line, write_section
-from bench.rd import DEFAULT_DATA
+from bench.rd.cli import DEFAULT_DATA
 
 VARIANTS: dict[str, tuple[str, dict]] = {
     "default (as shipped)": ("default", {}),

@@ -19,7 +19,7 @@ import codec  # noqa: E402
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:  # the benchmark harness parses its own options
-        from bench.rd import main as bench_main
+        from bench.rd.cli import main as bench_main
 
         return bench_main(argv[1:])
     args = _parser().parse_args(argv)

@@ -1,12 +1,19 @@
 """The rate–distortion harness: the paper table, the Pillow sweeps, the analysis and a tiny resumable run."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bench import baselines, rd
+from bench import baselines
+from bench.rd import cli
+from bench.rd.analysis import analyse, parse_paper_time
+from bench.rd.plan import ImageInfo, row_key
+from bench.rd.report import verdicts
+from bench.rd.store import append_rows, load_results
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 PAPER = Path(__file__).resolve().parents[3] / "shared" / "paper" / "table1.md"
@@ -29,7 +36,7 @@ def test_paper_table_parser_on_a_small_table(tmp_path):
     path.write_text(SMALL_TABLE)
     table = baselines.parse_paper_table(path)
     assert table == {"kodim01": [(0.042, 19.193), (0.064, 19.869)], "average": [(0.042, 20.735), (0.066, 21.801)]}
-    assert rd.parse_paper_time(path) == 250.43
+    assert parse_paper_time(path) == 250.43
 
 
 def test_paper_table_parser_on_the_paper():
@@ -72,14 +79,14 @@ def _ours(image, target, bpp, psnr):
 
 
 def test_analysis_averages_interpolated_curves_and_says_na_when_one_image_falls_short():
-    images = [rd.ImageInfo("a", Path("a.png"), 768, 512), rd.ImageInfo("b", Path("b.png"), 768, 512)]
+    images = [ImageInfo("a", Path("a.png"), 768, 512), ImageInfo("b", Path("b.png"), 768, 512)]
     rows = [_row("a", 0.1, 20.0, quality=1), _row("a", 0.3, 30.0, quality=2),
             _row("b", 0.2, 24.0, quality=1), _row("b", 0.4, 28.0, quality=2),
             _ours("a", 0.25, 0.24, 27.0), _ours("b", 0.25, 0.26, 25.0), _ours("a", 0.5, 0.5, 31.0),
             _ours("b", 0.5, 0.49, 29.0)]
-    rows = {rd.row_key(r): r for r in rows}
+    rows = {row_key(r): r for r in rows}
     paper = {"a": [(0.1, 21.0), (0.2, 23.0)]}
-    a = rd.analyse(rows, images, [0.15, 0.25, 0.5], ["default"], ["ours", "jpeg"], None, 0, paper)
+    a = analyse(rows, images, [0.15, 0.25, 0.5], ["default"], ["ours", "jpeg"], None, 0, paper)
     assert a.at("psnr", "jpeg", "a", 0.25) == pytest.approx(27.5)
     assert a.at("psnr", "jpeg", "b", 0.25) == pytest.approx(25.0)
     assert a.average("psnr", "jpeg", 0.25) == pytest.approx(26.25)
@@ -88,7 +95,7 @@ def test_analysis_averages_interpolated_curves_and_says_na_when_one_image_falls_
     # ours: a at 0.25 between 0.24 and 0.5; b at 0.25 extrapolated below its lowest point (0.26, within 10%)
     assert a.at("psnr", "ours:default", "a", 0.25) == pytest.approx(27.0 + 4.0 * 0.01 / 0.26)
     assert a.at("psnr", "ours:default", "b", 0.25) == pytest.approx(25.0 - 4.0 * 0.01 / 0.23)
-    lines = rd.verdicts(a)
+    lines = verdicts(a)
     assert lines[1].startswith("- **0.25 bpp**: ours ")
     assert "paper n/a" in lines[1] and "JPEG 26.25 (" in lines[1]
 
@@ -96,12 +103,12 @@ def test_analysis_averages_interpolated_curves_and_says_na_when_one_image_falls_
 def test_results_loader_skips_a_torn_line_and_keeps_the_last_duplicate(tmp_path):
     path = tmp_path / "r.jsonl"
     first, second = _ours("a", 0.1, 0.1, 20.0), _ours("a", 0.1, 0.1, 21.0)
-    rd.append_rows(path, [first, second, _row("a", 0.2, 22.0, quality=5)])
+    append_rows(path, [first, second, _row("a", 0.2, 22.0, quality=5)])
     with path.open("a") as handle:
         handle.write('{"codec": "ours", "ima')
-    rows = rd.load_results(path)
+    rows = load_results(path)
     assert len(rows) == 2
-    assert rows[rd.row_key(first)]["psnr"] == 21.0
+    assert rows[row_key(first)]["psnr"] == 21.0
 
 
 def _harness_args(tmp_path, *extra):
@@ -111,10 +118,10 @@ def _harness_args(tmp_path, *extra):
 
 
 def test_tiny_run_writes_rows_resumes_and_reports(tmp_path, monkeypatch):
-    real_benchmarks = rd.BENCHMARKS
+    real_benchmarks = cli.BENCHMARKS
     before = real_benchmarks.read_text() if real_benchmarks.exists() else None
 
-    assert rd.main(_harness_args(tmp_path)) == 0
+    assert cli.main(_harness_args(tmp_path)) == 0
     lines = (tmp_path / "results.jsonl").read_text().splitlines()
     rows = [json.loads(line) for line in lines]
     ours = [r for r in rows if r["codec"] == "ours"]
@@ -134,7 +141,7 @@ def test_tiny_run_writes_rows_resumes_and_reports(tmp_path, monkeypatch):
 
     monkeypatch.setattr(codec, "encode_with_report", refuse)
     monkeypatch.setattr(baselines, "sweep_point", refuse)
-    assert rd.main(_harness_args(tmp_path)) == 0
+    assert cli.main(_harness_args(tmp_path)) == 0
     assert (tmp_path / "results.jsonl").read_text().splitlines() == lines
 
     text = (tmp_path / "BENCHMARKS.md").read_text()
@@ -153,8 +160,8 @@ def test_no_write_prints_the_section_and_writes_no_markdown(tmp_path, capsys):
     results = tmp_path / "results.jsonl"
     rows = [_row("kodim05_crop64x48", 0.4, 25.0, quality=1) | {"width": 64, "height": 48},
             _row("kodim05_crop64x48", 0.6, 28.0, quality=2) | {"width": 64, "height": 48}]
-    rd.append_rows(results, rows)
-    code = rd.main(["--data", str(FIXTURES), "--images", "kodim05_crop64x48", "--rates", "0.5", "--codecs", "jpeg",
+    append_rows(results, rows)
+    code = cli.main(["--data", str(FIXTURES), "--images", "kodim05_crop64x48", "--rates", "0.5", "--codecs", "jpeg",
                     "--results", str(results), "--benchmarks", str(tmp_path / "B.md"), "--report-only",
                     "--no-write", "--section", "rd-test"])
     assert code == 0
@@ -166,8 +173,16 @@ def test_no_write_prints_the_section_and_writes_no_markdown(tmp_path, capsys):
 
 def test_bad_arguments_are_refused():
     with pytest.raises(SystemExit):
-        rd.main(["--method", "fast"])
+        cli.main(["--method", "fast"])
     with pytest.raises(SystemExit):
-        rd.main(["--rates", "0,0.1"])
+        cli.main(["--rates", "0,0.1"])
     with pytest.raises(SystemExit):
-        rd.main(["--data", str(FIXTURES), "--images", "kodim99", "--no-write"])
+        cli.main(["--data", str(FIXTURES), "--images", "kodim99", "--no-write"])
+
+
+def test_python_dash_m_bench_rd_runs_the_command_line():
+    done = subprocess.run([sys.executable, "-m", "bench.rd", "--method", "fast"], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[2], timeout=120)
+    assert done.returncode == 2
+    assert "usage: python -m bench.rd" in done.stderr
+    assert "--method must be from default, paper, got fast" in done.stderr
