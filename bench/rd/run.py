@@ -28,8 +28,8 @@ _WARM: set = set()
 
 def ours_setting(method: str, iterations: int | None, seed: int, device: str | None) -> str:
     """The report's line for how ``_run_ours`` calls the encoder."""
-    return (f"ours: `codec.encode_with_report(image, bpp, method={method!r}, iterations={iterations}, "
-            f"seed={seed}, device={device!r})`")
+    return (f"ours: `codec.encode_with_report(image, options=EncodeOptions(bpp=rate, method={method!r}, "
+            f"iterations={iterations}, seed={seed}, device={device!r}))`")
 
 
 def _init_worker(threads: int) -> None:
@@ -82,8 +82,9 @@ def _run_ours(task: OursTask) -> dict:
     image = load_rgb(task.path)
     height, width = image.shape[:2]
     started = time.perf_counter()
-    report = codec.encode_with_report(image, task.rate, method=task.method, iterations=task.iterations,
-                                      seed=task.seed, device=task.device)
+    options = codec.EncodeOptions(bpp=task.rate, method=task.method, iterations=task.iterations, seed=task.seed,
+                                  device=task.device)
+    report = codec.encode_with_report(image, options=options)
     encode_s = time.perf_counter() - started
     data = report.data
     if task.save_dir:
