@@ -9,13 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from service.settings import Settings
-from svc_helpers import image_bytes, wait_job
-
-
-def metric(text: str, line_start: str) -> float:
-    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_start)]
-    assert values, f"no metric {line_start!r}"
-    return sum(values)
+from svc_helpers import image_bytes, metric, wait_job
 
 
 def test_healthz_and_readyz(client):
