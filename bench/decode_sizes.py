@@ -2,7 +2,8 @@
 
 1. A 128-px-wide thumbnail: ``codec.decode(data, width=128)`` against a full decode plus Pillow's resize
    (Lanczos, what ``Image.thumbnail`` uses by default).
-2. The PNG answer of POST /decode: Pillow's zlib levels 0-9 on the full decoded image, time and size.
+2. The PNG answer of POST /decode: Pillow's zlib levels 0-9 on the full decoded image, time and size, and
+   level 1 with zlib's run-length and Huffman-only strategies.
 
 Encodes one Kodak image through the library first (``--iterations`` shortens that; the decode's cost
 depends on the Gaussian count the rate sets, not on how long the encoder ran). Prints JSON lines.
@@ -17,6 +18,7 @@ import io
 import json
 import statistics
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -56,16 +58,21 @@ def thumbnail_rows(data: bytes, repeats: int) -> list[dict]:
     ]
 
 
+PNG_STRATEGIES = {"default": zlib.Z_DEFAULT_STRATEGY, "rle": zlib.Z_RLE, "huffman_only": zlib.Z_HUFFMAN_ONLY}
+
+
 def png_rows(pixels: np.ndarray, repeats: int) -> list[dict]:
     image = Image.fromarray(pixels)
+    cases = [(level, "default") for level in range(10)] + [(1, "rle"), (1, "huffman_only")]
     rows = []
-    for level in range(10):
-        def save(level=level) -> bytes:
+    for level, strategy in cases:
+        def save(level=level, strategy=strategy) -> bytes:
             buffer = io.BytesIO()
-            image.save(buffer, "PNG", compress_level=level)
+            image.save(buffer, "PNG", compress_level=level, compress_type=PNG_STRATEGIES[strategy])
             return buffer.getvalue()
 
-        rows.append({"case": "png", "compress_level": level, "ms": median_ms(save, repeats), "bytes": len(save())})
+        rows.append({"case": "png", "compress_level": level, "strategy": strategy, "ms": median_ms(save, repeats),
+                     "bytes": len(save())})
     return rows
 
 
