@@ -16,6 +16,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import codec  # noqa: E402
 from codec.breakdown import stream_breakdown  # noqa: E402
 from codec.presets import METHODS  # noqa: E402
+from codec.view import parse_box  # noqa: E402
 
 DEFAULT_BPP = 0.125
 
@@ -64,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     size.add_argument("--scale", type=float, help="output size as a factor of the box (0.25: a quarter)")
     size.add_argument("--width", type=int, help="output width in pixels (alone: the height keeps the aspect)")
     decode.add_argument("--height", type=int, help="output height in pixels")
-    decode.add_argument("--box", type=_box, metavar="L,T,R,B",
+    decode.add_argument("--box", metavar="L,T,R,B",
                         help="render only this region, in pixels of the encoded picture")
     decode.set_defaults(run=_decode)
 
@@ -79,16 +80,6 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("bench", help="rate-distortion benchmark (gsic bench --help)", add_help=False)
     return parser
-
-
-def _box(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(part) for part in text.split(","))
-    except ValueError:
-        values = ()
-    if len(values) != 4:
-        raise argparse.ArgumentTypeError(f"expected left,top,right,bottom (four numbers), got {text!r}")
-    return values
 
 
 def _check_writable(path: Path) -> None:
@@ -129,7 +120,7 @@ def _decode(args) -> int:
     _check_writable(args.output)
     started = time.perf_counter()
     pixels = codec.decode(args.input.read_bytes(), device=args.device, width=args.width, height=args.height,
-                          scale=args.scale, box=args.box)
+                          scale=args.scale, box=None if args.box is None else parse_box(args.box))
     Image.fromarray(pixels).save(args.output, format="PNG")
     print(f"{args.output}: {pixels.shape[1]}x{pixels.shape[0]} in {time.perf_counter() - started:.3f} s")
     return 0

@@ -93,6 +93,15 @@ def plan_view(
     return View(left, top, right, bottom, out_w, out_h)
 
 
+def parse_box(text: str) -> tuple[float, float, float, float]:
+    """``"left,top,right,bottom"`` (a command line's or a query string's box) as four numbers."""
+    try:
+        left, top, right, bottom = (float(part) for part in text.split(","))
+    except ValueError:
+        raise DecodeOptionError("box", f"expected left,top,right,bottom (four numbers), got {text!r}") from None
+    return left, top, right, bottom
+
+
 def _side(length: float) -> int:
     if not length < 1 << 31:
         raise DecodeOptionError("size", f"an output side of {length:.0f} pixels is absurd")

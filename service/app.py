@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
-from starlette.routing import Mount
+from starlette.routing import Mount, Route
 
 from service.errors import install_error_handlers
 from service.limits import BodyLimitMiddleware
@@ -32,9 +32,11 @@ Every error is `application/problem+json` with a stable `code` and a human `mess
 
 
 def route_templates(app: FastAPI) -> list[str]:
-    """Every path the app answers, for the metrics' route label: schema routes, /docs, /openapi.json, mounts."""
-    return [f"{route.path}/{{path:path}}" if isinstance(route, Mount) else route.path
-            for route in app.routes if getattr(route, "path", None) is not None]
+    """Path templates for the metrics' route label of answers given before routing (the body cap's 413):
+    the schema's paths, and the app's own routes and mounts (/openapi.json, /static, /docs/assets)."""
+    own = [f"{route.path}/{{path:path}}" if isinstance(route, Mount) else route.path
+           for route in app.routes if isinstance(route, (Route, Mount))]
+    return list(app.openapi()["paths"]) + own
 
 
 def create_app(settings: Settings | None = None, *, queue: JobQueue | None = None) -> FastAPI:

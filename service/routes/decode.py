@@ -6,17 +6,18 @@ import dataclasses
 import io
 import logging
 import time
+import zlib
+from typing import Annotated
 
 import anyio.to_thread
 import numpy as np
-from typing import Annotated
-
 from fastapi import APIRouter, Query, Request, Response
 from PIL import Image
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
 import codec
+from codec.view import parse_box
 from service.deps import CpuLimiterDep, MetricsDep, SettingsDep
 from service.errors import Problem, problems
 
@@ -24,8 +25,10 @@ log = logging.getLogger("gsic.service.decode")
 
 router = APIRouter(tags=["decode"])
 
-# zlib level of the PNG answer; docs/api.md has the measurements behind it (bench/png_levels.py reruns them).
-PNG_COMPRESS_LEVEL = 1
+# zlib settings of the PNG answer: Huffman coding of the filtered rows without LZ77 matching compresses a
+# decoded (smooth) picture faster than level 1 and about as well as level 9; docs/api.md has the numbers
+# (bench/decode_sizes.py reruns them).
+PNG_OPTIONS = {"compress_level": 1, "compress_type": zlib.Z_HUFFMAN_ONLY}
 
 _BODY_DOC = {
     "requestBody": {
@@ -57,22 +60,8 @@ def header_fields(header) -> dict[str, str]:
 def _render_png(data: bytes, device: str, size: dict, max_pixels: int) -> bytes:
     pixels = codec.decode(data, device=device, max_pixels=max_pixels, **size)
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8), "RGB").save(buffer, "PNG",
-                                                                               compress_level=PNG_COMPRESS_LEVEL)
+    Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8), "RGB").save(buffer, "PNG", **PNG_OPTIONS)
     return buffer.getvalue()
-
-
-def _parse_box(box: str | None) -> tuple[float, ...] | None:
-    if box is None:
-        return None
-    try:
-        values = tuple(float(part) for part in box.split(","))
-    except ValueError:
-        values = ()
-    if len(values) != 4:
-        raise Problem(422, "invalid_parameters", f"box must be left,top,right,bottom (four numbers), got {box!r}",
-                      field="box")
-    return values
 
 
 async def _read_bitstream(request: Request, max_bytes: int) -> bytes:
@@ -123,7 +112,10 @@ async def decode(
     box: Annotated[str | None, Query(max_length=200, description="Region to render, `left,top,right,bottom` "
                                      "in pixels of the encoded picture (default: all of it).")] = None,
 ) -> Response:
-    size = {"width": width, "height": height, "scale": scale, "box": _parse_box(box)}
+    try:
+        size = {"width": width, "height": height, "scale": scale, "box": None if box is None else parse_box(box)}
+    except codec.DecodeOptionError as exc:
+        raise Problem(422, "invalid_parameters", str(exc), field=exc.field) from None
     data = await _read_bitstream(request, settings.max_upload_bytes)
     if not data:
         raise Problem(422, "empty_bitstream", "the request has no bitstream (empty body)")
