@@ -14,6 +14,8 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import codec  # noqa: E402
+from codec.breakdown import stream_breakdown  # noqa: E402
+from codec.view import parse_box  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,27 +36,37 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gsic", description="2D Gaussian splatting image codec.")
     commands = parser.add_subparsers(dest="command", required=True)
 
+    presets = ", ".join(f"{name} = {bpp} bpp" for name, bpp in codec.RATE_PRESETS.items())
     encode = commands.add_parser("encode", help="encode an image to a .gsi bitstream")
     encode.add_argument("input", type=Path)
     encode.add_argument("output", type=Path)
     rate = encode.add_mutually_exclusive_group()
     rate.add_argument("--bpp", type=float, help=f"target bits per pixel, {codec.MIN_BPP} to {codec.MAX_BPP} "
-                      f"(default: the {codec.DEFAULT_PRESET} preset)")
-    rate.add_argument("--preset", choices=sorted(codec.RATE_PRESETS), help="a named rate point of the paper")
-    encode.add_argument("--method", default="default", choices=sorted(codec.METHODS))
-    encode.add_argument("--iterations", type=int, help="optimisation steps (default: the method's)")
-    encode.add_argument("--seed", type=int, default=0)
+                      f"(default: the {codec.DEFAULT_PRESET} preset, {codec.RATE_PRESETS[codec.DEFAULT_PRESET]} bpp)")
+    rate.add_argument("--preset", choices=list(codec.RATE_PRESETS), help=f"a named rate point of the paper: {presets}")
+    encode.add_argument("--method", default="default", choices=list(codec.METHODS),
+                        help="default (the default): accumulated blending, sorted positions; paper: the "
+                             "paper's configuration")
+    encode.add_argument("--iterations", type=int, help="optimisation steps (default: "
+                        + ", ".join(f"{m.iterations} for {m.name}" for m in codec.METHODS.values()) + ")")
+    encode.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     encode.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     encode.add_argument("--quiet", action="store_true", help="no progress bar")
     encode.set_defaults(run=_encode)
 
-    decode = commands.add_parser("decode", help="decode a .gsi bitstream to PNG")
+    decode = commands.add_parser("decode", help="decode a .gsi bitstream to PNG, at any size or region")
     decode.add_argument("input", type=Path)
     decode.add_argument("output", type=Path)
     decode.add_argument("--device", help="cpu or cuda (default cpu)")
+    size = decode.add_mutually_exclusive_group()
+    size.add_argument("--scale", type=float, help="output size as a factor of the box (0.25: a quarter)")
+    size.add_argument("--width", type=int, help="output width in pixels (alone: the height keeps the aspect)")
+    decode.add_argument("--height", type=int, help="output height in pixels")
+    decode.add_argument("--box", metavar="L,T,R,B",
+                        help="render only this region, in pixels of the encoded picture")
     decode.set_defaults(run=_decode)
 
-    info = commands.add_parser("info", help="print a .gsi header as JSON")
+    info = commands.add_parser("info", help="print a .gsi file's size, bpp, bits per part and header as JSON")
     info.add_argument("input", type=Path)
     info.set_defaults(run=_info)
 
@@ -67,9 +79,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_writable(path: Path) -> None:
+    """Fail before the work, not after it: a missing or read-only directory is known at once."""
+    folder = path.parent
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot write {path}: it is a directory")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"cannot write {path}: directory {folder} does not exist")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise PermissionError(f"cannot write {path}: permission denied")
+
+
 def _encode(args) -> int:
     from tqdm import tqdm
 
+    _check_writable(args.output)
     options = codec.EncodeOptions(bpp=args.bpp, preset=args.preset, method=args.method,
                                   iterations=args.iterations, seed=args.seed, device=args.device)
     with tqdm(total=1, unit="it", disable=args.quiet, leave=False) as bar:
@@ -89,15 +113,23 @@ def _encode(args) -> int:
 def _decode(args) -> int:
     from PIL import Image
 
+    _check_writable(args.output)
     started = time.perf_counter()
-    pixels = codec.decode(args.input.read_bytes(), device=args.device)
+    pixels = codec.decode(args.input.read_bytes(), device=args.device, width=args.width, height=args.height,
+                          scale=args.scale, box=None if args.box is None else parse_box(args.box))
     Image.fromarray(pixels).save(args.output, format="PNG")
     print(f"{args.output}: {pixels.shape[1]}x{pixels.shape[0]} in {time.perf_counter() - started:.3f} s")
     return 0
 
 
 def _info(args) -> int:
-    print(json.dumps(asdict(codec.inspect(args.input.read_bytes())), indent=2))
+    data = args.input.read_bytes()
+    header = codec.inspect(data)
+    bits = stream_breakdown(data)
+    info = {"bytes": len(data), "bpp": round(len(data) * 8 / (header.width * header.height), 6),
+            "bits": bits, "bits_share": {part: round(n / (8 * len(data)), 4) for part, n in bits.items()},
+            "header": asdict(header)}
+    print(json.dumps(info, indent=2))
     return 0
 
 

@@ -6,9 +6,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from codec.bitstream import read_bitstream
+from codec.bitstream import MAX_PIXELS, read_bitstream
 from codec.errors import BitstreamError
 from codec.quantized import to_render_inputs
+from codec.view import plan_view
 from kernels import render
 from kernels.reference import pixel_boxes
 
@@ -16,13 +17,17 @@ from kernels.reference import pixel_boxes
 MAX_PAIRS = 400_000_000
 
 
-def decode_array(data: bytes, device: str | None = None) -> np.ndarray:  # [H, W, 3] uint8
+def decode_array(data: bytes, device: str | None = None, *, width: int | None = None, height: int | None = None,
+                 scale: float | None = None, box=None, max_pixels: int = MAX_PIXELS) -> np.ndarray:  # [H, W, 3] uint8
     q = read_bitstream(data)
     layout = q.layout
+    view = plan_view(layout.width, layout.height, width=width, height=height, scale=scale, box=box,
+                     max_pixels=max_pixels)
     means, scales, rotations, colors, opacities = to_render_inputs(q, device or "cpu")
-    _check_work(means, scales, rotations, layout.height, layout.width)
+    means, scales, rotations, opacities = view.map(means, scales, rotations, opacities)
+    _check_work(means, scales, rotations, view.height, view.width)
     with torch.no_grad():
-        image = render(means, scales, rotations, colors, opacities, layout.height, layout.width, layout.blend_mode)
+        image = render(means, scales, rotations, colors, opacities, view.height, view.width, layout.blend_mode)
     return to_uint8(image)
 
 

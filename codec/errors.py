@@ -13,6 +13,14 @@ class BitstreamError(CodecError, ValueError):
         self.field = field
 
 
+class DecodeOptionError(CodecError, ValueError):
+    """What a decode was asked to render (size, scale, box) is invalid or too large; ``field`` names the option."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
 class ImageError(CodecError, ValueError):
     """An input image cannot be read or is not supported; ``code`` is a stable machine-readable tag."""
 

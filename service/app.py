@@ -8,12 +8,14 @@ from contextlib import asynccontextmanager
 
 import anyio
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from starlette.routing import Mount, Route
 
 from service.errors import install_error_handlers
 from service.limits import BodyLimitMiddleware
 from service.metrics import Metrics, MetricsMiddleware
 from service.queue.base import JobQueue
-from service.routes import decode, encode, health, jobs
+from service.routes import compare, decode, docs, encode, health, jobs, page
 from service.settings import Settings
 
 log = logging.getLogger("gsic.service")
@@ -27,6 +29,14 @@ Flow: `POST /encode` (multipart `file`) -> 202 + `Location: /jobs/{id}` -> poll 
 
 Every error is `application/problem+json` with a stable `code` and a human `message`.
 """
+
+
+def route_templates(app: FastAPI) -> list[str]:
+    """Path templates for the metrics' route label of answers given before routing (the body cap's 413):
+    the schema's paths, and the app's own routes and mounts (/openapi.json, /static, /docs/assets)."""
+    own = [f"{route.path}/{{path:path}}" if isinstance(route, Mount) else route.path
+           for route in app.routes if isinstance(route, (Route, Mount))]
+    return list(app.openapi()["paths"]) + own
 
 
 def create_app(settings: Settings | None = None, *, queue: JobQueue | None = None) -> FastAPI:
@@ -50,14 +60,16 @@ def create_app(settings: Settings | None = None, *, queue: JobQueue | None = Non
             await queue.stop()
 
     app = FastAPI(title="gsic encoder service", version="1", description=DESCRIPTION, lifespan=lifespan,
-                  docs_url="/docs", redoc_url=None)
+                  docs_url=None, redoc_url=None)  # /docs comes from service.routes.docs, with local assets
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.queue = queue
     install_error_handlers(app)
-    for module in (encode, jobs, decode, health):
+    for module in (encode, jobs, decode, compare, health, page, docs):
         app.include_router(module.router)
+    app.mount("/static", StaticFiles(packages=[("service", "static")]), name="static")
+    app.mount(docs.ASSETS, StaticFiles(packages=[docs.ASSETS_PACKAGE]), name="docs-assets")
     # Outermost last: the metrics see every answer, the 413s of the body cap included.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=metrics, templates=lambda: list(app.openapi()["paths"]))
+    app.add_middleware(MetricsMiddleware, metrics=metrics, templates=lambda: route_templates(app))
     return app

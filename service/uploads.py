@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 
+from fastapi import UploadFile
+
 import codec
 from codec import EncodeOptions
 from service.errors import Problem
@@ -75,6 +77,15 @@ def check_image(data: bytes, max_pixels: int) -> tuple[str, int, int]:
         raise Problem(422, "corrupt_image", f"the image cannot be read: {type(exc).__name__}: {exc}") from None
     height, width = pixels.shape[:2]
     return fmt, int(width), int(height)
+
+
+async def read_upload(file: UploadFile, max_bytes: int) -> bytes:
+    """The whole part; the body cap already holds, this is a backstop for a part read past it."""
+    data = await file.read(max_bytes + 1)
+    await file.close()
+    if len(data) > max_bytes:
+        raise Problem(413, "body_too_large", f"the file is larger than {max_bytes} bytes")
+    return data
 
 
 def fingerprint(data: bytes, params: EncodeOptions) -> str:

@@ -9,10 +9,8 @@
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import math
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +33,7 @@ from service.queue.base import (
     SubmitOutcome,
     WorkerInfo,
 )
+from service.queue.lock import DataDirLock
 from service.queue.store import IdempotencyKeyReused, JobStore, QueueFullError
 from service.settings import Settings
 
@@ -81,7 +80,7 @@ class EmbeddedQueue(JobQueue):
         self._encode = encode or codec.encode_with_report
         self._devices = devices if devices is not None else worker_devices(settings.device, settings.workers)
         self._store: JobStore | None = None
-        self._lock_file = None
+        self._lock: DataDirLock | None = None
         self._stopping = threading.Event()
         self._wakeup = threading.Condition()
         self._threads: list[threading.Thread] = []
@@ -103,16 +102,7 @@ class EmbeddedQueue(JobQueue):
 
     def _start(self) -> None:
         data_dir = Path(self.settings.data_dir)
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_file = open(data_dir / "queue.lock", "w")  # noqa: SIM115 - held until stop()
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            self._lock_file.close()
-            self._lock_file = None
-            raise RuntimeError(f"{data_dir} is in use by another gsic server") from exc
-        self._lock_file.write(str(os.getpid()))
-        self._lock_file.flush()
+        self._lock = DataDirLock(data_dir).acquire()
         self._store = JobStore(data_dir / "jobs.sqlite3", self.settings.retention_seconds)
         recovered = self._store.recover(self.settings.max_attempts)
         self._store.purge_expired()
@@ -144,9 +134,9 @@ class EmbeddedQueue(JobQueue):
         if self._store is not None:
             self._store.close()
             self._store = None
-        if self._lock_file is not None:
-            self._lock_file.close()  # releases the flock
-            self._lock_file = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     # ---- the API the routes use ---------------------------------------------------------------------------
 

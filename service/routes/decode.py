@@ -6,21 +6,29 @@ import dataclasses
 import io
 import logging
 import time
+import zlib
+from typing import Annotated
 
 import anyio.to_thread
 import numpy as np
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from PIL import Image
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
 import codec
+from codec.view import parse_box
 from service.deps import CpuLimiterDep, MetricsDep, SettingsDep
 from service.errors import Problem, problems
 
 log = logging.getLogger("gsic.service.decode")
 
 router = APIRouter(tags=["decode"])
+
+# zlib settings of the PNG answer: Huffman coding of the filtered rows without LZ77 matching compresses a
+# decoded (smooth) picture faster than level 1 and about as well as level 9; docs/api.md has the numbers
+# (bench/decode_sizes.py reruns them).
+PNG_OPTIONS = {"compress_level": 1, "compress_type": zlib.Z_HUFFMAN_ONLY}
 
 _BODY_DOC = {
     "requestBody": {
@@ -49,10 +57,10 @@ def header_fields(header) -> dict[str, str]:
     return out
 
 
-def _render_png(data: bytes, device: str) -> bytes:
-    pixels = codec.decode(data, device=device)
+def _render_png(data: bytes, device: str, size: dict, max_pixels: int) -> bytes:
+    pixels = codec.decode(data, device=device, max_pixels=max_pixels, **size)
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8), "RGB").save(buffer, "PNG", compress_level=1)
+    Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8), "RGB").save(buffer, "PNG", **PNG_OPTIONS)
     return buffer.getvalue()
 
 
@@ -80,14 +88,34 @@ async def _read_bitstream(request: Request, max_bytes: int) -> bytes:
     "/decode",
     response_class=Response,
     response_model=None,
-    summary="Decode a .gsi bitstream to PNG",
+    summary="Decode a .gsi bitstream to PNG, at any size or region",
+    description="Without parameters the whole picture at its encoded size. `width` / `height` / `scale` and "
+                "`box` render the Gaussians directly at that size and region (a thumbnail, or a zoom that is "
+                "not upscaled pixels); the output must fit `GSIC_MAX_PIXELS`.",
     openapi_extra=_BODY_DOC,
     responses={200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
                      "description": "The decoded image; the bitstream header is echoed in X-Gsic-* headers "
-                                    "(X-Gsic-Version, X-Gsic-Width, X-Gsic-Height, X-Gsic-N-Gaussians, ...)."},
+                                    "(X-Gsic-Version, X-Gsic-Width, X-Gsic-Height, X-Gsic-N-Gaussians, ...), the "
+                                    "rendered size in X-Gsic-Output-Width and X-Gsic-Output-Height."},
                **problems(400, 413, 422)},
 )
-async def decode(request: Request, settings: SettingsDep, metrics: MetricsDep, limiter: CpuLimiterDep) -> Response:
+async def decode(
+    request: Request,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    limiter: CpuLimiterDep,
+    width: Annotated[int | None, Query(ge=1, description="Output width in pixels; alone, the height follows "
+                                       "the aspect of the box.")] = None,
+    height: Annotated[int | None, Query(ge=1, description="Output height in pixels.")] = None,
+    scale: Annotated[float | None, Query(gt=0, allow_inf_nan=False, description="Output size as a factor of "
+                                         "the box (instead of width / height).")] = None,
+    box: Annotated[str | None, Query(max_length=200, description="Region to render, `left,top,right,bottom` "
+                                     "in pixels of the encoded picture (default: all of it).")] = None,
+) -> Response:
+    try:
+        size = {"width": width, "height": height, "scale": scale, "box": None if box is None else parse_box(box)}
+    except codec.DecodeOptionError as exc:
+        raise Problem(422, "invalid_parameters", str(exc), field=exc.field) from None
     data = await _read_bitstream(request, settings.max_upload_bytes)
     if not data:
         raise Problem(422, "empty_bitstream", "the request has no bitstream (empty body)")
@@ -97,18 +125,23 @@ async def decode(request: Request, settings: SettingsDep, metrics: MetricsDep, l
         raise Problem(422, "invalid_bitstream", str(exc), field=exc.field) from None
     except (ValueError, IndexError, OverflowError) as exc:  # the header parser should say BitstreamError
         raise Problem(422, "invalid_bitstream", f"{type(exc).__name__}: {exc}", field="header") from None
-    pixels = int(header.width) * int(header.height)
-    if pixels > settings.max_pixels:
-        raise Problem(413, "image_too_large", f"the bitstream is {header.width}x{header.height} pixels, more than "
-                                              f"this server decodes ({settings.max_pixels})")
+    try:
+        out_width, out_height = codec.decoded_size(header, **size)
+    except codec.DecodeOptionError as exc:
+        raise Problem(422, "invalid_parameters", str(exc), field=exc.field) from None
+    if out_width * out_height > settings.max_pixels:
+        raise Problem(413, "image_too_large", f"the decode would be {out_width}x{out_height} pixels, more than "
+                                              f"this server renders ({settings.max_pixels})")
     started = time.perf_counter()
     try:
-        png = await anyio.to_thread.run_sync(_render_png, data, settings.decode_device, limiter=limiter)
+        png = await anyio.to_thread.run_sync(_render_png, data, settings.decode_device, size, settings.max_pixels,
+                                             limiter=limiter)
     except codec.BitstreamError as exc:
         raise Problem(422, "invalid_bitstream", str(exc), field=exc.field) from None
     except (ValueError, IndexError, OverflowError, EOFError) as exc:
         log.warning("decode raised %s past the header check: %s", type(exc).__name__, exc)
         raise Problem(422, "invalid_bitstream", f"{type(exc).__name__}: {exc}", field="payload") from None
     metrics.decode_seconds.observe(time.perf_counter() - started)
-    headers = {"Content-Disposition": 'inline; filename="decoded.png"', **header_fields(header)}
+    headers = {"Content-Disposition": 'inline; filename="decoded.png"', **header_fields(header),
+               "X-Gsic-Output-Width": str(out_width), "X-Gsic-Output-Height": str(out_height)}
     return Response(png, media_type="image/png", headers=headers)

@@ -12,7 +12,7 @@ from service.deps import CpuLimiterDep, QueueDep, SettingsDep
 from service.errors import Problem, problems
 from service.jobs import Job, Submission, job_resource
 from service.queue.base import IdempotencyConflict, QueueFull
-from service.uploads import check_image, fingerprint
+from service.uploads import check_image, fingerprint, read_upload
 
 router = APIRouter(tags=["encode"])
 
@@ -65,10 +65,7 @@ async def submit_encode(
         retry = str(queue.retry_after())
         raise Problem(429, "queue_full", f"the queue is full ({stats.depth} jobs waiting)",
                       headers={"Retry-After": retry})
-    data = await file.read(settings.max_upload_bytes + 1)  # the body cap already holds; this is a backstop
-    await file.close()
-    if len(data) > settings.max_upload_bytes:
-        raise Problem(413, "body_too_large", f"the file is larger than {settings.max_upload_bytes} bytes")
+    data = await read_upload(file, settings.max_upload_bytes)
     image_format, width, height = await anyio.to_thread.run_sync(check_image, data, settings.max_pixels,
                                                                  limiter=limiter)
     submission = Submission(image=data, image_format=image_format, width=width, height=height, params=params,

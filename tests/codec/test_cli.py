@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 import codec
@@ -17,7 +18,7 @@ def test_cli_roundtrip(tmp_path, capsys, crop):
     encode_line = capsys.readouterr().out
     assert "bpp" in encode_line and "PSNR" in encode_line
     assert main(["info", str(bitstream)]) == 0
-    header = json.loads(capsys.readouterr().out)
+    header = json.loads(capsys.readouterr().out)["header"]
     assert header["width"] == 96 and header["height"] == 64
     assert main(["decode", str(bitstream), str(png)]) == 0
     decoded = np.asarray(Image.open(png).convert("RGB"))
@@ -30,3 +31,48 @@ def test_cli_reports_bad_input(tmp_path, capsys):
     bad.write_bytes(b"not a bitstream at all, really not" * 4)
     assert main(["decode", str(bad), str(tmp_path / "out.png")]) == 2
     assert "magic" in capsys.readouterr().err
+
+
+def test_cli_decodes_at_a_size_and_a_region(tmp_path, capsys, encoded):
+    bitstream = tmp_path / "crop.gsi"
+    bitstream.write_bytes(encoded.data)
+    thumb, region = tmp_path / "thumb.png", tmp_path / "region.png"
+    assert main(["decode", str(bitstream), str(thumb), "--width", "48"]) == 0
+    assert np.array_equal(np.asarray(Image.open(thumb)), codec.decode(encoded.data, width=48))
+    assert main(["decode", str(bitstream), str(region), "--box", "10,5,42,37", "--scale", "2"]) == 0
+    assert np.asarray(Image.open(region)).shape == (64, 64, 3)
+    assert "64x64" in capsys.readouterr().out
+    assert main(["decode", str(bitstream), str(region), "--box", "0,0,200,10"]) == 2
+    assert "box:" in capsys.readouterr().err
+
+
+def test_cli_info_gives_size_bpp_and_the_bits_of_each_part(tmp_path, capsys, encoded):
+    bitstream = tmp_path / "crop.gsi"
+    bitstream.write_bytes(encoded.data)
+    assert main(["info", str(bitstream)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["bytes"] == len(encoded.data) and info["bpp"] == pytest.approx(encoded.bpp, abs=1e-6)
+    assert set(info["bits"]) == {"header", "side_information", "positions", "shapes", "colors"}
+    assert sum(info["bits"].values()) == 8 * len(encoded.data)
+    assert all(bits > 0 for bits in info["bits"].values())
+    assert info["header"]["n_gaussians"] == encoded.n_gaussians
+
+
+def test_cli_encode_checks_the_output_before_encoding(tmp_path, capsys, monkeypatch):
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the encode ran although the output cannot be written")
+
+    monkeypatch.setattr(codec, "encode_with_report", must_not_run)
+    assert main(["encode", FIXTURE, str(tmp_path / "nodir" / "x.gsi"), "--quiet"]) == 2
+    assert f"directory {tmp_path / 'nodir'} does not exist" in capsys.readouterr().err
+    assert main(["encode", FIXTURE, str(tmp_path), "--quiet"]) == 2
+    assert "is a directory" in capsys.readouterr().err
+
+
+def test_cli_encode_help_lists_the_range_presets_and_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["encode", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"{codec.MIN_BPP} to {codec.MAX_BPP}" in text
+    assert all(f"{name} = {bpp} bpp" in text for name, bpp in codec.RATE_PRESETS.items())
+    assert "default: 1200 for default" in text and "default 0" in text

@@ -63,6 +63,13 @@ def wait_job(client, job_id: str, **kwargs) -> dict:
     return wait_for(lambda: client.get(f"/jobs/{job_id}").json(), **kwargs)
 
 
+def metric(text: str, line_start: str) -> float:
+    """The sum of the Prometheus samples whose line starts with ``line_start``."""
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_start)]
+    assert values, f"no metric {line_start!r}"
+    return sum(values)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

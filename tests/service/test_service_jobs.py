@@ -228,8 +228,10 @@ def test_cancel_requested_before_a_crash_ends_canceled(make_client, tmp_path, sm
 
 
 def test_a_data_dir_serves_one_process(make_client, tmp_path):
+    from service.queue.lock import DataDirInUse
+
     make_client(workers=0)
-    with pytest.raises(RuntimeError, match="in use"):
+    with pytest.raises(DataDirInUse, match="in use by another gsic server"):
         make_client(workers=0)
 
 

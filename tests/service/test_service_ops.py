@@ -9,13 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from service.settings import Settings
-from svc_helpers import image_bytes, wait_job
-
-
-def metric(text: str, line_start: str) -> float:
-    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_start)]
-    assert values, f"no metric {line_start!r}"
-    return sum(values)
+from svc_helpers import image_bytes, metric, wait_job
 
 
 def test_healthz_and_readyz(client):
@@ -133,3 +127,23 @@ def test_serve_signature():
 
     params = inspect.signature(serve).parameters
     assert list(params)[:2] == ["host", "port"]
+
+
+def test_a_busy_data_dir_is_a_one_line_error(tmp_path):
+    import subprocess
+    import sys
+
+    from service.queue.lock import DataDirLock
+    from svc_helpers import REPO
+
+    held = DataDirLock(tmp_path / "data").acquire()
+    try:
+        env = {**os.environ, "GSIC_DATA_DIR": str(tmp_path / "data"), "GSIC_WORKERS": "0"}
+        run = subprocess.run([sys.executable, "-m", "service", "--port", "0"], cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=120)
+    finally:
+        held.release()
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines() == [
+        f"gsic serve: error: {tmp_path / 'data'} is in use by another gsic server (process {os.getpid()}); "
+        "stop it or set GSIC_DATA_DIR to another directory"]

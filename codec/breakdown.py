@@ -1,0 +1,39 @@
+"""Where the bits of a .gsi file go: header, side information, positions, shapes and colours.
+
+Header and side information are sections of known length. The payload is one range-coded stream in which
+positions, shapes and colours interleave, so its split is estimated: each part's symbols cost their
+empirical entropy under the histograms the file stores (what the range coder spends, within a few bits),
+and the payload's real length is shared out in those proportions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from codec.bitstream import CRC_BYTES, HEADER_BYTES, read_bitstream
+
+
+def stream_breakdown(data: bytes) -> dict[str, int]:
+    """Bits of each part of a bitstream; they add up to ``8 * len(data)``."""
+    q = read_bitstream(bytes(data))
+    header, n = q.layout, len(q)
+    rows = np.diff(q.y, prepend=0) if header.rows_sorted else None
+    shape_symbols = [q.shape_codebook[:, i] for i in range(q.shape_codebook.shape[1])] if header.shape_per_gaussian \
+        else [q.shape_index]
+    estimate = {
+        "positions": n * header.position_bits * (1 if rows is not None else 2) + (_entropy_bits(rows) if rows is not None else 0),
+        "shapes": sum(_entropy_bits(s) for s in shape_symbols),
+        "colors": _entropy_bits(q.color_index),
+    }
+    payload_bits = 8 * header.payload_length
+    total = sum(estimate.values())
+    parts = {name: round(payload_bits * bits / total) if total else 0 for name, bits in estimate.items()}
+    parts["colors"] = payload_bits - parts["positions"] - parts["shapes"]  # the rounding lands here
+    return {"header": 8 * (HEADER_BYTES + CRC_BYTES), "side_information": 8 * header.side_length, **parts}
+
+
+def _entropy_bits(symbols: np.ndarray) -> float:
+    """n * H of the symbols' own histogram: their cost under a model fitted to them."""
+    _, counts = np.unique(np.asarray(symbols), return_counts=True)
+    p = counts / counts.sum()
+    return float(-(counts * np.log2(p)).sum())
