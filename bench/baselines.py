@@ -1,16 +1,20 @@
-"""Reference codecs for the rate–distortion benchmark (JPEG, WebP, AVIF through Pillow) and the paper's Table 1.
+"""Reference codecs for the rate–distortion benchmark (JPEG, WebP, AVIF, JPEG 2000, JPEG XL and HEIF through
+Pillow) and the paper's Table 1.
 
 Each Pillow codec is run as a quality sweep on one image; a sweep point records the real file size
 and the metrics of the decoded file, exactly as for our codec. The sweep goes up the quality ladder
 and stops at the first point above the highest rate benchmarked, so the rates are bracketed.
+JPEG XL and HEIF come from Pillow plugins in the ``bench`` and ``test`` extras; a codec whose plugin is
+not installed says so (``CodecUnavailable``) instead of failing inside Pillow.
 """
 
 from __future__ import annotations
 
+import importlib
 import io
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,28 +23,76 @@ from PIL import Image
 
 from bench.metrics import bpp, ms_ssim, psnr
 
+Settings = Callable[[int, int | None], dict]  # (quality, threads) -> Image.save options
+
+
+class CodecUnavailable(RuntimeError):
+    """A baseline codec's Pillow plugin is not installed."""
+
 
 @dataclass(frozen=True)
 class PillowCodec:
-    name: str  # key in the results file: "jpeg", "webp", "avif"
+    name: str  # key in the results file: "jpeg", "webp", ...
     label: str  # in tables and plots
     format: str  # Pillow's format name
     qualities: tuple[int, ...]  # ascending: the sweep
-    options: tuple[tuple[str, object], ...]  # passed to Image.save
+    settings: Settings  # the Image.save options of one sweep point
     description: str  # settings, for the report
+    plugin: str | None = None  # module whose import registers the format with Pillow
+    package: str | None = None  # the distribution that provides ``plugin``
+
+    def require(self) -> None:
+        """Registers the codec's plugin; ``CodecUnavailable`` (naming the package) when it is missing."""
+        if self.plugin is None:
+            return
+        try:
+            importlib.import_module(self.plugin)
+        except ImportError as exc:
+            raise CodecUnavailable(f"{self.label} needs the package {self.package} "
+                                   f"(in the bench and test extras): {exc}") from exc
 
     def encode(self, image: np.ndarray, quality: int, threads: int | None = None) -> bytes:
-        options = dict(self.options)
-        if self.name == "avif" and threads:
-            options["max_threads"] = threads
+        self.require()
         buffer = io.BytesIO()
-        Image.fromarray(image, "RGB").save(buffer, format=self.format, quality=quality, **options)
+        Image.fromarray(image, "RGB").save(buffer, format=self.format, **self.settings(quality, threads))
         return buffer.getvalue()
 
-    @staticmethod
-    def decode(data: bytes) -> np.ndarray:  # [H, W, 3] uint8
-        with Image.open(io.BytesIO(data)) as im:
+    def decode(self, data: bytes) -> np.ndarray:  # [H, W, 3] uint8
+        self.require()
+        with Image.open(io.BytesIO(data), formats=[self.format]) as im:  # the file must be what was written
             return np.asarray(im.convert("RGB"))
+
+
+def _threads(option: str, threads: int | None) -> dict:
+    return {option: threads} if threads else {}
+
+
+def _jpeg(quality: int, threads: int | None) -> dict:
+    return {"quality": quality, "subsampling": 2, "optimize": True}
+
+
+def _webp(quality: int, threads: int | None) -> dict:
+    return {"quality": quality, "method": 6}
+
+
+def _avif(quality: int, threads: int | None) -> dict:
+    return {"quality": quality, "speed": 6, "subsampling": "4:2:0", **_threads("max_threads", threads)}
+
+
+def _jpeg2000(quality: int, threads: int | None) -> dict:
+    # JPEG 2000's knob is the rate itself: OpenJPEG's compression ratio against 24 bpp, here given as
+    # thousandths of a bit per pixel so that the ladder is ascending integers like the others.
+    return {"quality_mode": "rates", "quality_layers": [24_000 / quality], "irreversible": True, "mct": 1,
+            "no_jp2": True}
+
+
+def _jxl(quality: int, threads: int | None) -> dict:
+    return {"quality": quality, "effort": 7, **_threads("num_threads", threads)}
+
+
+def _heif(quality: int, threads: int | None) -> dict:
+    params = {"preset": "slow", "tune": "psnr", **({"x265:pools": str(threads)} if threads else {})}
+    return {"quality": quality, "chroma": 420, "enc_params": params}
 
 
 # Quality ladders, ascending; dense where quality changes the rate fast. A sweep stops at the first point
@@ -49,14 +101,28 @@ _JPEG_Q = (1, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 18, 20, 23, 26, 30, 35, 40, 45, 
            85, 88, 90, 92, 94, 95, 96, 97, 98, 100)
 _WEBP_Q = (0,) + _JPEG_Q
 _AVIF_Q = (0, 5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55, 60, 65, 70, 75, 80, 85, 90, 95, 100)  # ~ 1 step of 63
+# millibits per pixel: the benchmark's rates themselves, and points between them
+_JPEG2000_Q = (20, 30, 42, 50, 66, 80, 100, 125, 150, 183, 215, 250, 300, 350, 420, 500, 600, 750, 1000, 1250,
+               1500, 2000, 2500, 3000, 4000)
+_JXL_Q = tuple(range(0, 96, 5))  # 0 is the lowest the plugin takes; the top end is near lossless
+_HEIF_Q = tuple(range(0, 51, 2)) + tuple(range(55, 101, 5))  # dense at the low end, where the benchmark's rates lie
 
 CODECS: dict[str, PillowCodec] = {
-    "jpeg": PillowCodec("jpeg", "JPEG", "JPEG", _JPEG_Q, (("subsampling", 2), ("optimize", True)),
+    "jpeg": PillowCodec("jpeg", "JPEG", "JPEG", _JPEG_Q, _jpeg,
                         "Pillow/libjpeg, 4:2:0, optimize=True, quality 1–100"),
-    "webp": PillowCodec("webp", "WebP", "WEBP", _WEBP_Q, (("method", 6),),
+    "webp": PillowCodec("webp", "WebP", "WEBP", _WEBP_Q, _webp,
                         "Pillow/libwebp, lossy, method 6, quality 0–100"),
-    "avif": PillowCodec("avif", "AVIF", "AVIF", _AVIF_Q, (("speed", 6), ("subsampling", "4:2:0")),
+    "avif": PillowCodec("avif", "AVIF", "AVIF", _AVIF_Q, _avif,
                         "Pillow/libavif, speed 6, 4:2:0, quality 0–100"),
+    "jpeg2000": PillowCodec("jpeg2000", "JPEG 2000", "JPEG2000", _JPEG2000_Q, _jpeg2000,
+                            "Pillow/OpenJPEG, 9/7 wavelet, colour transform, one layer, bare codestream, "
+                            "rate 0.02–4 bpp"),
+    "jxl": PillowCodec("jxl", "JPEG XL", "JXL", _JXL_Q, _jxl,
+                       "pillow-jxl-plugin/libjxl, lossy, effort 7, bare codestream, quality 0–95",
+                       plugin="pillow_jxl", package="pillow-jxl-plugin"),
+    "heif": PillowCodec("heif", "HEIF", "HEIF", _HEIF_Q, _heif,
+                        "pillow-heif/libheif/x265 HEVC intra, preset slow, tune psnr, 4:2:0, quality 0–100",
+                        plugin="pillow_heif.HeifImagePlugin", package="pillow-heif"),
 }
 
 

@@ -1,4 +1,5 @@
-"""Rate–distortion benchmark on Kodak: our codec against the paper's Table 1, JPEG, WebP and AVIF.
+"""Rate–distortion benchmark on Kodak: our codec against the paper's Table 1, JPEG, WebP, AVIF, JPEG 2000,
+JPEG XL and HEIF.
 
     python -m bench.rd                         # all of ../shared/data/kodak at the default rates
     python -m bench.rd --images kodim01,kodim05 --rates 0.125 --iterations 200
@@ -20,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.baselines import CODECS, parse_paper_table
+from bench.baselines import CODECS, CodecUnavailable, parse_paper_table
 from bench.rd.analysis import Analysis, analyse, parse_paper_time
 from bench.rd.plan import ImageInfo, OursTask, find_images, plan_tasks, row_key
 from bench.rd.plot import write_plots
@@ -92,6 +93,12 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     bad = [c for c in args.codecs if c not in ALL_CODECS]
     if bad or not args.codecs:
         parser.error(f"--codecs must be from {', '.join(ALL_CODECS)}, got {', '.join(bad) or 'nothing'}")
+    if not args.report_only:  # a missing plugin is found now, not hours into a run
+        for name in (c for c in args.codecs if c != "ours"):
+            try:
+                CODECS[name].require()
+            except CodecUnavailable as exc:
+                parser.error(f"{exc}; install it or leave {name} out of --codecs")
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
 

@@ -13,7 +13,8 @@ from bench.rd.analysis import Analysis
 from bench.rd.report import plural
 
 STYLES = {"paper": dict(marker="s", color="black", linestyle="--"), "jpeg": dict(color="tab:red"),
-          "webp": dict(color="tab:green"), "avif": dict(color="tab:purple")}
+          "webp": dict(color="tab:green"), "avif": dict(color="tab:purple"), "jpeg2000": dict(color="tab:brown"),
+          "jxl": dict(color="tab:cyan"), "heif": dict(color="tab:olive")}
 Points = tuple[list[float], list[float]]
 
 
