@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import arq
+import numpy as np
 import redis.exceptions
 from arq.connections import ArqRedis, RedisSettings
 from arq.constants import in_progress_key_prefix, retry_key_prefix
@@ -39,7 +40,7 @@ from arq.jobs import Job as ArqJob
 from arq.jobs import JobStatus as ArqJobStatus
 
 import codec
-from service.jobs import JobRecord, JobStatus
+from service.jobs import EncodeParams, JobRecord, JobStatus
 from service.queue.encoding import EncodeFn, EncodeOutcome, progress_float, run_encode
 from service.queue.redis_store import RedisJobStore
 from service.settings import Settings
@@ -51,6 +52,10 @@ _SPARE_TRIES = 3  # arq's own try limit sits above ours, so our code always sees
 _POLL_DELAY = 0.2
 _SWEEP_INTERVAL = 30.0
 _ORPHAN_AGE = 30.0
+
+
+# A small gradient (the codec takes arrays as well as encoded files).
+_WARM_UP_IMAGE = np.ascontiguousarray(np.stack(np.mgrid[0:8, 0:8].astype(np.uint8) * 32, axis=-1)[..., [0, 1, 1]])
 
 
 async def connect(settings: Settings) -> ArqRedis:
@@ -82,6 +87,7 @@ class EncodeWorker:
         self._lease = settings.worker_lease_seconds
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"gsic-{name}")
         self._pool: ArqRedis | None = None
+        self._store: RedisJobStore | None = None
         self._worker: arq.Worker | None = None
         self._tasks: list[asyncio.Task] = []
         self.busy_with: str | None = None
@@ -92,11 +98,22 @@ class EncodeWorker:
         function = arq.func(self._job, name=ENCODE_FUNCTION, max_tries=self.settings.max_attempts + _SPARE_TRIES)
         self._worker = arq.Worker(functions=[function], redis_pool=self._pool, handle_signals=False, max_jobs=1,
                                   job_timeout=None, keep_result=0, poll_delay=_POLL_DELAY, log_results=False)
-        await self._beat()  # visible in /readyz before the first job
+        await self._warm_up()
+        await self._beat()  # visible in /readyz once it can take a job at full speed
         self._tasks = [asyncio.create_task(self._worker.async_run(), name=f"{self.name}-arq"),
                        asyncio.create_task(self._every(self._lease / 4, self._beat), name=f"{self.name}-beat"),
                        asyncio.create_task(self._every(_SWEEP_INTERVAL, self._sweep), name=f"{self.name}-sweep")]
         log.info("worker %s started on %s", self.name, self.device)
+
+    async def _warm_up(self) -> None:
+        """One tiny encode before the first job: kernels compile (or load from the cache) now, not while a job's
+        lease runs, so a job is not taken over just because its worker was compiling."""
+        params = EncodeParams(preset="high", iterations=2)
+        outcome = await asyncio.get_running_loop().run_in_executor(self._executor, partial(
+            run_encode, self._encode, _WARM_UP_IMAGE, params, device=self.device, max_pixels=self.settings.max_pixels,
+            progress=lambda p: True, canceled=lambda: False, job_id="warm-up"))
+        if outcome.status is not JobStatus.succeeded:
+            raise RuntimeError(f"worker {self.name}: the warm-up encode on {self.device} failed: {outcome.message}")
 
     async def stop(self) -> None:
         """Stop taking jobs; a running encode stops at its next progress report and goes back in the queue."""
@@ -129,10 +146,10 @@ class EncodeWorker:
             await self._finish(job_id, EncodeOutcome(JobStatus.canceled, code="canceled",
                                                      message="canceled while running"), owner)
             return
-        if attempt > self.settings.max_attempts:
-            await self._finish(job_id, EncodeOutcome(JobStatus.failed, code="worker_lost",
-                                                     message=f"the worker died during this encode {attempt - 1} times"),
-                               owner)
+        if attempt > self.settings.max_attempts:  # this start only ends it, so it does not count
+            await self._store.finish(job_id, JobStatus.failed, owner, attempts=attempt - 1, error_code="worker_lost",
+                                     error_message=f"the worker died during this encode {attempt - 1} times")
+            log.info("job %s failed: worker_lost", job_id)
             return
         image = await self._store.blob(job_id, "input")
         if image is None:

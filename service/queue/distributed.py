@@ -76,7 +76,7 @@ class RedisQueue(JobQueue):
             await encoder.stop()
         self._encoders.clear()
         if self._pool is not None:
-            await self._pool.close(close_connection_pool=True)
+            await self._pool.aclose()
             self._pool = None
             self._store = None
 

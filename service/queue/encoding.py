@@ -31,9 +31,10 @@ class EncodeOutcome:
     seconds: float = 0.0
 
 
-def run_encode(encode: EncodeFn, image: bytes, params: EncodeParams, *, device: str, max_pixels: int,
+def run_encode(encode: EncodeFn, image, params: EncodeParams, *, device: str, max_pixels: int,
                progress: Callable[[codec.Progress], bool], canceled: Callable[[], bool], job_id: str) -> EncodeOutcome:
-    """Encode ``image``; ``progress`` returning False stops it, ``canceled()`` says whether that was a cancel."""
+    """Encode ``image`` (the upload's bytes, or anything the codec reads); ``progress`` returning False stops
+    it, ``canceled()`` then says whether that was a cancel (else a shutdown)."""
     started = time.perf_counter()
     try:
         report = encode(image, params.bpp, preset=params.preset, iterations=params.iterations, seed=params.seed,

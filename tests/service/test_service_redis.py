@@ -208,3 +208,14 @@ def test_queue_url_is_validated():
 
     with pytest.raises(ValidationError):
         Settings(queue_url="http://localhost:6379")
+
+
+def test_gsic_worker_refuses_without_a_queue_or_with_a_bad_device(monkeypatch, capsys, redis_url):
+    from cli.main import main
+
+    monkeypatch.delenv("GSIC_QUEUE_URL", raising=False)
+    assert main(["worker"]) == 2
+    assert "set GSIC_QUEUE_URL" in capsys.readouterr().err
+    monkeypatch.setenv("GSIC_QUEUE_URL", redis_url)
+    assert main(["worker", "--device", "tpu"]) == 2
+    assert "device" in capsys.readouterr().err
