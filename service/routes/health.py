@@ -57,4 +57,5 @@ async def readyz(queue: QueueDep) -> Readiness | JSONResponse:
 async def metrics(queue: QueueDep, metrics: MetricsDep) -> Response:
     stats = await queue.stats()
     metrics.set_job_counts(stats.by_state, stats.depth)
+    metrics.set_workers(await queue.workers())
     return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)

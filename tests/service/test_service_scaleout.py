@@ -177,6 +177,10 @@ def test_sigkilled_worker_job_runs_again_once_and_death_shows(shared):
             ready = http.get("/readyz")
             assert ready.status_code == 200 and ready.json()["devices"]
             assert [w["alive"] for w in ready.json()["workers"]] == [w != victim for w in ("w0", "w1")]
+            workers = {line.split("{")[1].split("}")[0]: float(line.rsplit(" ", 1)[1]) for line in
+                       http.get("/metrics").text.splitlines() if line.startswith("gsic_workers{")}
+            assert sorted(workers.values()) == [1.0, 1.0] and sum(v for k, v in workers.items()
+                                                                  if 'alive="true"' in k) == 1, workers
         jobs = check_all_succeeded_once(shared, ids, timeout=180)
     first_job = jobs[0]
     assert first_job["attempts"] == 2  # started again after the kill ...
