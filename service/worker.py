@@ -186,11 +186,24 @@ class EncodeWorker:
         if live.lost:
             live.stop.set()
             log.warning("job %s: another attempt owns it now; this one stops", record.id)
+            await self._wait_for_new_owner(record.id)
             return
         outcome = await encode
         if outcome.status is JobStatus.succeeded and live.cancel.is_set():  # canceled during the last interval
             outcome = EncodeOutcome(JobStatus.canceled, code="canceled", message="canceled while running")
         await self._finish(record.id, outcome, owner, live)
+
+    async def _wait_for_new_owner(self, job_id: str) -> None:
+        """arq drops a job from its queue when a start of it returns. This start lost the job (it stalled past
+        its lease and another worker took over), so it returns only once the job has ended; if the new owner
+        died too (nobody holds the lease), it hands the job back to arq's queue instead."""
+        while True:
+            record = await self._store.get(job_id)
+            if record is None or record.status.finished:
+                return
+            if not await self._pool.exists(in_progress_key_prefix + job_id):
+                raise arq.Retry()  # stays queued; the next start counts as an attempt, as a death should
+            await asyncio.sleep(self._lease / 4)
 
     async def _sync(self, job_id: str, owner: str, live: _Live) -> None:
         try:

@@ -219,3 +219,76 @@ def test_gsic_worker_refuses_without_a_queue_or_with_a_bad_device(monkeypatch, c
     monkeypatch.setenv("GSIC_QUEUE_URL", redis_url)
     assert main(["worker", "--device", "tpu"]) == 2
     assert "device" in capsys.readouterr().err
+
+
+def test_a_start_that_lost_its_job_leaves_it_to_the_new_owner(redis_url, kodak_crop, tmp_path):
+    """A worker stalled past its lease loses the job to another start. It stops encoding, and keeps the job in
+    arq's queue until the new owner ends it; if the new owner dies too, it hands the job back to arq."""
+    from arq.constants import default_queue_name, in_progress_key_prefix
+
+    from service.queue.redis_store import RedisJobStore
+    from service.settings import Settings
+    from service.worker import ENCODE_FUNCTION, EncodeWorker
+
+    settings = Settings(queue_url=redis_url, data_dir=tmp_path, device="cpu", worker_lease_seconds=2)
+    long_job = Submission(image=kodak_crop, image_format="png", width=96, height=64, fingerprint="e" * 64,
+                          params=EncodeParams(preset="high", iterations=20000))
+
+    async def until(condition, timeout=30.0):
+        deadline = time.monotonic() + timeout
+        while not await condition():
+            assert time.monotonic() < deadline, "timed out"
+            await asyncio.sleep(0.05)
+
+    async def scenario():
+        worker = EncodeWorker(settings, "cpu", "stalled")
+        await worker.start()
+        pool = worker._pool
+        store = RedisJobStore(pool, settings.retention_seconds)
+
+        async def running_on(job_id, owner):
+            record = await store.get(job_id)
+            return (record.status is JobStatus.running and record.progress_iteration >= 1
+                    and await store.owner(job_id) == owner)
+
+        async def steal():
+            _, job_id = await store.insert(long_job, queue_size=8)
+            await pool.enqueue_job(ENCODE_FUNCTION, job_id, _job_id=job_id)
+            await until(lambda: running_on(job_id, "stalled/1"))
+            assert await store.claim(job_id, "other/2", 2) is JobStatus.running  # as if its lease had lapsed
+            return job_id
+
+        try:
+            job_id = await steal()
+            for _ in range(3):  # the new owner holds the lease; the stalled start waits, the job stays queued
+                await pool.psetex(in_progress_key_prefix + job_id, 3000, b"1")
+                await asyncio.sleep(1.0)
+                assert await pool.zscore(default_queue_name, job_id) is not None
+                assert (await store.get(job_id)).progress_iteration == 0  # the stalled start writes nothing
+            assert await store.finish(job_id, JobStatus.succeeded, "other/2", result=b"gsi", result_bytes=3)
+            await until(lambda: _is_none(pool.zscore(default_queue_name, job_id)))  # now arq may drop it
+            await until(lambda: _true(worker.busy_with is None))
+
+            orphan = await steal()  # this time the new owner dies: nobody renews the lease
+            await until(lambda: running_on(orphan, "stalled/2"), timeout=60)  # handed back, started again
+            assert (await store.get(orphan)).attempts == 2
+            assert await store.request_cancel(orphan) is JobStatus.running
+            await until(lambda: _status(store, orphan, JobStatus.canceled))
+            assert await store.blob(job_id, "result") == b"gsi"
+        finally:
+            await worker.forget()
+            await worker.stop()
+
+    asyncio.run(scenario())
+
+
+async def _is_none(awaitable) -> bool:
+    return await awaitable is None
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def _status(store, job_id: str, status: JobStatus) -> bool:
+    return (await store.get(job_id)).status is status
