@@ -34,6 +34,12 @@ class JobNotFound(QueueError):
     pass
 
 
+class QueueUnavailable(QueueError):
+    """The queue's store cannot be reached (e.g. Redis is down); the request may succeed later."""
+
+    retry_after = 5
+
+
 class ResultNotReady(QueueError):
     def __init__(self, record: JobRecord):
         super().__init__(f"job {record.id} is {record.status.value}")

@@ -10,9 +10,11 @@ few KB, and an upload is dropped as soon as its job ends.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 
+import redis.exceptions
 from arq.connections import ArqRedis
 
 from service.jobs import JobRecord, JobStatus, Submission
@@ -23,6 +25,7 @@ from service.queue.base import (
     JobQueue,
     QueueFull,
     QueueStats,
+    QueueUnavailable,
     ResultExpired,
     ResultNotReady,
     SubmitOutcome,
@@ -39,6 +42,19 @@ log = logging.getLogger("gsic.service.queue")
 
 _DEFAULT_ENCODE_SECONDS = 5.0  # Retry-After before any encode finished
 _FORGET_DEAD_WORKERS = 3600.0  # a dead worker stays listed (alive: false) this long
+
+
+def _reaching_redis(method):
+    """A Redis that cannot be reached answers 503 (QueueUnavailable), not 500."""
+    @functools.wraps(method)
+    async def wrapper(*args, **kwargs):
+        try:
+            return await method(*args, **kwargs)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            log.warning("Redis unreachable: %s", exc)
+            raise QueueUnavailable(f"the job queue cannot be reached: {exc}") from None
+
+    return wrapper
 
 
 class RedisQueue(JobQueue):
@@ -80,6 +96,7 @@ class RedisQueue(JobQueue):
             self._pool = None
             self._store = None
 
+    @_reaching_redis
     async def submit(self, submission: Submission) -> SubmitOutcome:
         outcome, value = await self.store.insert(submission, self.settings.queue_size)
         if outcome == "full":
@@ -93,12 +110,14 @@ class RedisQueue(JobQueue):
         await self._pool.enqueue_job(ENCODE_FUNCTION, value, _job_id=value)
         return SubmitOutcome(await self.get(value), True)
 
+    @_reaching_redis
     async def get(self, job_id: str) -> JobRecord:
         record = await self.store.get(job_id)
         if record is None:
             raise JobNotFound(job_id)
         return record
 
+    @_reaching_redis
     async def result(self, job_id: str) -> tuple[JobRecord, bytes]:
         record = await self.get(job_id)
         if record.status is not JobStatus.succeeded:
@@ -110,6 +129,7 @@ class RedisQueue(JobQueue):
             raise ResultExpired(record)
         return record, data
 
+    @_reaching_redis
     async def cancel(self, job_id: str) -> JobRecord:
         before = await self.store.request_cancel(job_id)
         if before is None:
@@ -118,6 +138,7 @@ class RedisQueue(JobQueue):
             self.metrics.jobs_finished.labels(JobStatus.canceled.value).inc()
         return await self.get(job_id)
 
+    @_reaching_redis
     async def stats(self) -> QueueStats:
         counts = await self.store.counts()
         mean = await self.store.mean_encode_seconds()
@@ -125,6 +146,7 @@ class RedisQueue(JobQueue):
             self._mean_seconds = mean
         return QueueStats(depth=counts.get("queued", 0), by_state=counts)
 
+    @_reaching_redis
     async def workers(self) -> list[WorkerInfo]:
         now = time.time()
         out = []

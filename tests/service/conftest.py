@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import os
-import shutil
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,7 +18,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from service.app import create_app  # noqa: E402
 from service.settings import Settings  # noqa: E402
-from svc_helpers import free_port, image_bytes  # noqa: E402
+from svc_helpers import image_bytes, running_redis  # noqa: E402
 
 FIXTURES = REPO / "tests" / "fixtures"
 
@@ -75,39 +71,8 @@ def bitstream() -> bytes:
 def redis_server(tmp_path_factory) -> Iterator[str]:
     """A real redis-server on a free loopback port for the session (no persistence); its URL without a db.
     Skipped where redis-server is not installed, except in CI (CI=true), where .ci/run installs it."""
-    import redis
-
-    executable = shutil.which("redis-server")
-    if executable is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("redis-server is not on PATH; .ci/run installs it (apt-get install redis-server)")
-        pytest.skip("redis-server is not on PATH (apt-get install redis-server)")
-    workdir = tmp_path_factory.mktemp("redis")
-    for _ in range(3):  # another process may take the port between free_port() and the bind
-        port = free_port()
-        with (workdir / "redis.log").open("ab") as log:
-            proc = subprocess.Popen([executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                     "--appendonly", "no", "--dir", str(workdir)], stdout=log, stderr=log)
-        client = redis.Redis(port=port)
-        deadline = time.monotonic() + 20
-        while proc.poll() is None and time.monotonic() < deadline:
-            try:
-                client.ping()
-                break
-            except redis.exceptions.ConnectionError:
-                time.sleep(0.05)
-        else:
-            proc.kill()
-            proc.wait()
-            continue
-        try:
-            yield f"redis://127.0.0.1:{port}"
-        finally:
-            client.close()
-            proc.terminate()
-            proc.wait(timeout=30)
-        return
-    raise AssertionError(f"redis-server did not start:\n{(workdir / 'redis.log').read_text()[-3000:]}")
+    with running_redis(tmp_path_factory.mktemp("redis")) as url:
+        yield url
 
 
 @pytest.fixture

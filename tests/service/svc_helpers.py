@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
@@ -169,3 +172,41 @@ class LiveWorker(_Process):
                 [sys.executable, "-m", "cli.main", "worker", "--name", self.name],
                 cwd=REPO, env=_env(GSIC_LOG_LEVEL="info", **self.extra_env), stdout=log, stderr=subprocess.STDOUT)
         return self
+
+
+@contextlib.contextmanager
+def running_redis(workdir: Path):
+    """A real redis-server (from PATH) on a free loopback port, without persistence; yields its URL (no db).
+    Skips the test where redis-server is not installed, except under CI=true, where that fails it."""
+    import redis
+
+    executable = shutil.which("redis-server")
+    if executable is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("redis-server is not on PATH; .ci/run installs it (apt-get install redis-server)")
+        pytest.skip("redis-server is not on PATH (apt-get install redis-server)")
+    for _ in range(3):  # another process may take the port between free_port() and the bind
+        port = free_port()
+        with (workdir / "redis.log").open("ab") as log:
+            proc = subprocess.Popen([executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                     "--appendonly", "no", "--dir", str(workdir)], stdout=log, stderr=log)
+        with redis.Redis(port=port) as client:
+            deadline = time.monotonic() + 20
+            while proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    client.ping()
+                    break
+                except redis.exceptions.ConnectionError:
+                    time.sleep(0.05)
+            else:
+                proc.kill()
+                proc.wait()
+                continue
+        try:
+            yield f"redis://127.0.0.1:{port}"
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=30)
+        return
+    raise AssertionError(f"redis-server did not start:\n{(workdir / 'redis.log').read_text()[-3000:]}")

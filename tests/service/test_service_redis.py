@@ -292,3 +292,18 @@ async def _true(value: bool) -> bool:
 
 async def _status(store, job_id: str, status: JobStatus) -> bool:
     return (await store.get(job_id)).status is status
+
+
+def test_unreachable_redis_is_a_503_not_a_crash(make_client, tmp_path, small_png):
+    from svc_helpers import running_redis
+
+    with running_redis(tmp_path) as url:
+        client = make_client(queue_url=url + "/0")
+        job_id = submit(client, small_png).json()["id"]
+        with redis.Redis.from_url(url) as r:
+            r.shutdown(nosave=True)
+        for response in (client.get(f"/jobs/{job_id}"), submit(client, small_png), client.get("/readyz"),
+                         client.delete(f"/jobs/{job_id}")):
+            body = assert_problem(response, 503, "queue_unavailable")
+            assert "cannot be reached" in body["message"] and response.headers["Retry-After"] == "5"
+        assert client.get("/healthz").status_code == 200
