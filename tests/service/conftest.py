@@ -77,9 +77,10 @@ def redis_server(tmp_path_factory) -> Iterator[str]:
 
 @pytest.fixture
 def redis_url(redis_server) -> str:
-    """The session's Redis, emptied for this test."""
+    """Database 0 of the session's Redis, emptied for this test (the scale-out tests use other databases)."""
     import redis
 
-    with redis.Redis.from_url(redis_server) as client:
-        client.flushall()
-    return redis_server + "/0"
+    url = redis_server + "/0"
+    with redis.Redis.from_url(url) as client:
+        client.flushdb()
+    return url
