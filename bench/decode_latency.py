@@ -39,10 +39,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(data_dir: str, log_path: Path, timeout: float = 120.0) -> tuple[subprocess.Popen, str]:
+def start_server(data_dir: str, log_path: Path, timeout: float = 120.0,
+                 **extra_env: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "GSIC_DATA_DIR": data_dir, "GSIC_LOG_LEVEL": "warning",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])), **extra_env}
     with log_path.open("wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)],
                                 cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)

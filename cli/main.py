@@ -1,4 +1,5 @@
-"""gsic encode IN OUT.gsi --bpp 0.125 | gsic decode IN.gsi OUT.png | gsic info IN.gsi | gsic serve | gsic bench."""
+"""gsic encode IN OUT.gsi --bpp 0.125 | gsic decode IN.gsi OUT.png | gsic info IN.gsi | gsic serve | gsic worker |
+gsic bench."""
 
 from __future__ import annotations
 
@@ -75,6 +76,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.set_defaults(run=_serve)
 
+    worker = commands.add_parser("worker", help="run encode workers of the Redis queue (GSIC_QUEUE_URL)")
+    worker.add_argument("--device", action="append", help="cpu, cuda or cuda:N; repeat for one worker per device "
+                        "(default: GSIC_DEVICE, i.e. one per GPU, or one on the CPU)")
+    worker.add_argument("--name", help="the worker's name in /readyz (default HOST-PID-INDEX; with several "
+                        "devices, NAME-INDEX)")
+    worker.set_defaults(run=_worker)
+
     commands.add_parser("bench", help="rate-distortion benchmark (gsic bench --help)", add_help=False)
     return parser
 
@@ -137,6 +145,30 @@ def _serve(args) -> int:
     from service.server import serve
 
     serve(args.host, args.port)
+    return 0
+
+
+def _worker(args) -> int:
+    import asyncio
+    import logging
+
+    from service.queue.embedded import worker_devices
+    from service.settings import Settings
+    from service.worker import run_workers, worker_name
+
+    settings = Settings()
+    if not settings.queue_url:
+        raise ValueError("set GSIC_QUEUE_URL (redis://host:port/db): the workers take their jobs from Redis")
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.device:  # each checked like GSIC_DEVICE; "cuda" means every GPU
+        devices = [dev for d in args.device for dev in worker_devices(Settings(device=d).device, None)]
+    else:
+        devices = worker_devices(settings.device, settings.workers)
+    if args.name and len(devices) == 1:
+        names = [args.name]
+    else:
+        names = [f"{args.name}-{i}" if args.name else worker_name(i) for i in range(len(devices))]
+    asyncio.run(run_workers(settings, devices, names))
     return 0
 
 

@@ -40,10 +40,15 @@ def route_templates(app: FastAPI) -> list[str]:
 
 
 def create_app(settings: Settings | None = None, *, queue: JobQueue | None = None) -> FastAPI:
-    """Build the app. ``settings`` defaults to the ``GSIC_*`` environment; ``queue`` to the embedded one."""
+    """Build the app. ``settings`` defaults to the ``GSIC_*`` environment; ``queue`` to the Redis one when
+    ``settings.queue_url`` is set, else the embedded one."""
     settings = settings or Settings()
     metrics = Metrics()
-    if queue is None:
+    if queue is None and settings.queue_url:
+        from service.queue.distributed import RedisQueue
+
+        queue = RedisQueue(settings, metrics)
+    elif queue is None:
         from service.queue.embedded import EmbeddedQueue
 
         queue = EmbeddedQueue(settings, metrics)
@@ -52,8 +57,8 @@ def create_app(settings: Settings | None = None, *, queue: JobQueue | None = Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.cpu_limiter = anyio.CapacityLimiter(settings.decode_concurrency)
         await queue.start()
-        log.info("gsic service ready: data dir %s, workers %s", settings.data_dir,
-                 [w.device for w in queue.workers()])
+        log.info("gsic service ready: %s queue, encode workers %s", type(queue).__name__,
+                 [w.device for w in await queue.workers()])
         try:
             yield
         finally:

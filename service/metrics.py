@@ -24,6 +24,9 @@ class Metrics:
                                          ["route", "method"], buckets=_LATENCY_BUCKETS, registry=self.registry)
         self.jobs = Gauge("gsic_jobs", "Jobs in the store by state.", ["state"], registry=self.registry)
         self.queue_depth = Gauge("gsic_queue_depth", "Jobs waiting for a worker.", registry=self.registry)
+        self.workers = Gauge("gsic_workers", "Encode workers the queue knows of, by device and liveness "
+                             "(with Redis: of every host, from their heartbeats).", ["device", "alive"],
+                             registry=self.registry)
         self.jobs_finished = Counter("gsic_jobs_finished", "Jobs that reached a final state in this process.",
                                      ["state"], registry=self.registry)
         self.encode_seconds = Histogram("gsic_encode_duration_seconds", "Wall time of successful encodes.",
@@ -37,6 +40,12 @@ class Metrics:
         for state in JobStatus:
             self.jobs.labels(state.value).set(counts.get(state.value, 0))
         self.queue_depth.set(depth)
+
+    def set_workers(self, workers) -> None:
+        """``workers``: the queue's WorkerInfo list; series of devices no longer listed are dropped."""
+        self.workers.clear()
+        for worker in workers:
+            self.workers.labels(worker.device, "true" if worker.alive else "false").inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -19,8 +19,13 @@ class Settings(BaseSettings):
                             "checked from the header before decoding; applies to uploads and to /decode.")
     queue_size: int = Field(64, ge=1, description="Most jobs waiting to run; a full queue answers 429.")
     retention_seconds: float = Field(86_400.0, gt=0, description="How long a finished job's result is kept.")
-    workers: int | None = Field(None, ge=0, description="Encode worker threads; default one per GPU, "
-                                "or one on CPU. 0 accepts jobs without running them.")
+    queue_url: str | None = Field(None, pattern=r"^rediss?://", description="redis://host:port/db: keep "
+                                  "jobs in Redis, encoded by `gsic worker` processes on any host; unset: "
+                                  "the embedded SQLite queue under data_dir.")
+    workers: int | None = Field(None, ge=0, description="Encode workers in this process; default one per "
+                                "GPU, or one on CPU (with queue_url: none). 0 accepts jobs without running them.")
+    worker_lease_seconds: float = Field(10.0, ge=1, description="With queue_url: a job whose worker stopped "
+                                        "renewing its lease this long ago (the worker died) runs again elsewhere.")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="Encode device: "
                         "auto, cpu, cuda or cuda:N.")
     decode_device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$", description="Device for /decode.")

@@ -1,4 +1,5 @@
-"""Job queue backends behind one interface (``JobQueue``): the embedded SQLite one today."""
+"""Job queue backends behind one interface (``JobQueue``): the embedded SQLite one (default) and Redis
+(``service.queue.distributed``, selected by ``GSIC_QUEUE_URL``)."""
 
 from service.queue.base import (
     IdempotencyConflict,

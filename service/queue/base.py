@@ -7,10 +7,12 @@ raises the same exceptions.
 
 from __future__ import annotations
 
+import math
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
-from service.jobs import JobRecord, Submission
+from service.jobs import JobRecord, JobStatus, Submission
 
 
 class QueueError(Exception):
@@ -30,6 +32,12 @@ class IdempotencyConflict(QueueError):
 
 class JobNotFound(QueueError):
     pass
+
+
+class QueueUnavailable(QueueError):
+    """The queue's store cannot be reached (e.g. Redis is down); the request may succeed later."""
+
+    retry_after = 5
 
 
 class ResultNotReady(QueueError):
@@ -96,9 +104,21 @@ class JobQueue(ABC):
         ...
 
     @abstractmethod
-    def workers(self) -> list[WorkerInfo]:
-        ...
+    async def workers(self) -> list[WorkerInfo]:
+        """The encode workers this queue knows of, dead ones (``alive`` False) included while remembered."""
 
     @abstractmethod
     def retry_after(self, record: JobRecord | None = None) -> int:
         """Seconds a client should wait before polling ``record`` again (or resubmitting, for None)."""
+
+
+def retry_after_estimate(record: JobRecord | None, mean_seconds: float, workers: int) -> int:
+    """Seconds until a poll of ``record`` (or a resubmission, for None) is worth it, 1 to 30: from its progress
+    while it runs, else from the mean encode time spread over the workers."""
+    if record is None or record.status is JobStatus.queued:
+        estimate = mean_seconds / max(1, workers)
+    else:
+        done = record.progress_iteration / record.progress_total if record.progress_total else 0.0
+        elapsed = time.time() - (record.started_at or time.time())
+        estimate = elapsed * (1 - done) / done if done > 0 else mean_seconds - elapsed
+    return int(min(30, max(1, math.ceil(estimate))))

@@ -10,10 +10,8 @@
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,14 +30,14 @@ from service.queue.base import (
     ResultNotReady,
     SubmitOutcome,
     WorkerInfo,
+    retry_after_estimate,
 )
 from service.queue.lock import DataDirLock
+from service.queue.encoding import EncodeFn, progress_float, run_encode
 from service.queue.store import IdempotencyKeyReused, JobStore, QueueFullError
 from service.settings import Settings
 
 log = logging.getLogger("gsic.service.queue")
-
-EncodeFn = Callable[..., "codec.EncodeReport"]
 
 _PROGRESS_WRITE_INTERVAL = 0.5  # seconds between progress rows written to SQLite (polls read live values)
 _IDLE_WAIT = 1.0  # a worker re-checks the store at least this often
@@ -189,7 +187,7 @@ class EmbeddedQueue(JobQueue):
         counts = await anyio.to_thread.run_sync(self.store.counts)
         return QueueStats(depth=counts.get("queued", 0), by_state=counts)
 
-    def workers(self) -> list[WorkerInfo]:
+    async def workers(self) -> list[WorkerInfo]:
         threads = {t.name: t for t in self._threads}
         return [WorkerInfo(name=name, device=device, alive=bool(threads.get(f"gsic-{name}")
                                                                   and threads[f"gsic-{name}"].is_alive()),
@@ -197,15 +195,7 @@ class EmbeddedQueue(JobQueue):
                 for name, device in zip(self._busy, self._devices)]
 
     def retry_after(self, record: JobRecord | None = None) -> int:
-        workers = max(1, len(self._devices))
-        if record is None or record.status is JobStatus.queued:
-            estimate = self._mean_seconds / workers
-        else:
-            live = self._live.get(record.id)
-            done = (live.iteration / live.total) if live and live.total else 0.0
-            elapsed = time.time() - (record.started_at or time.time())
-            estimate = elapsed * (1 - done) / done if done > 0 else self._mean_seconds - elapsed
-        return int(min(30, max(1, math.ceil(estimate))))
+        return retry_after_estimate(record, self._mean_seconds, len(self._devices))
 
     # ---- internals ----------------------------------------------------------------------------------------
 
@@ -265,7 +255,7 @@ class EmbeddedQueue(JobQueue):
             live.cancel.set()
 
         def progress(p) -> bool:
-            live.iteration, live.total, live.psnr = int(p.iteration), int(p.total), _float(p.psnr)
+            live.iteration, live.total, live.psnr = int(p.iteration), int(p.total), progress_float(p.psnr)
             now = time.monotonic()
             if now - live.written_at >= _PROGRESS_WRITE_INTERVAL:
                 live.written_at = now
@@ -278,40 +268,24 @@ class EmbeddedQueue(JobQueue):
                 self.store.finish(job_id, JobStatus.failed, "input_missing", "the uploaded image was not found")
                 self._count_finished(JobStatus.failed, job_id)
                 return
-            params = record.params
-            started = time.perf_counter()
-            try:
-                report = self._encode(image, options=params.replace(device=device), progress=progress,
-                                      max_pixels=self.settings.max_pixels)
-            except codec.EncodeCancelled:
-                if live.cancel.is_set():
-                    self.store.finish(job_id, JobStatus.canceled, "canceled", "canceled while running")
-                    self._count_finished(JobStatus.canceled, job_id)
-                else:  # shutting down: run it again after the restart
-                    self.store.requeue(job_id)
-                    log.info("job %s put back in the queue (shutdown)", job_id)
+            outcome = run_encode(self._encode, image, record.params, device=device,
+                                 max_pixels=self.settings.max_pixels, progress=progress, job_id=job_id,
+                                 canceled=lambda: live.cancel.is_set() or self._cancel_requested(job_id))
+            if outcome.status is None:  # shutting down: run it again after the restart
+                self.store.requeue(job_id)
+                log.info("job %s put back in the queue (shutdown)", job_id)
                 return
-            except codec.ImageError as exc:
-                self.store.finish(job_id, JobStatus.failed, exc.code, str(exc))
-                self._count_finished(JobStatus.failed, job_id)
-                return
-            except Exception as exc:  # noqa: BLE001 - an encoder bug fails the job, not the worker
-                log.exception("job %s: encode failed", job_id)
-                self.store.finish(job_id, JobStatus.failed, "encode_failed", f"{type(exc).__name__}: {exc}")
-                self._count_finished(JobStatus.failed, job_id)
-                return
-            seconds = time.perf_counter() - started
-            if live.cancel.is_set() or self._cancel_requested(job_id):
-                self.store.finish(job_id, JobStatus.canceled, "canceled", "canceled while running")
-                self._count_finished(JobStatus.canceled, job_id)
-                return
-            self.store.finish_succeeded(job_id, report.data, bpp=report.bpp, psnr=report.psnr,
-                                        n_gaussians=report.n_gaussians, seconds=report.seconds,
-                                        device=str(report.device), iteration=live.total or live.iteration,
-                                        total=live.total)
-            self.metrics.encode_seconds.observe(seconds)
-            self._mean_seconds = 0.8 * self._mean_seconds + 0.2 * seconds
-            self._count_finished(JobStatus.succeeded, job_id)
+            if outcome.status is JobStatus.succeeded:
+                report = outcome.report
+                self.store.finish_succeeded(job_id, report.data, bpp=report.bpp, psnr=report.psnr,
+                                            n_gaussians=report.n_gaussians, seconds=report.seconds,
+                                            device=str(report.device), iteration=live.total or live.iteration,
+                                            total=live.total)
+                self.metrics.encode_seconds.observe(outcome.seconds)
+                self._mean_seconds = 0.8 * self._mean_seconds + 0.2 * outcome.seconds
+            else:
+                self.store.finish(job_id, outcome.status, outcome.code, outcome.message)
+            self._count_finished(outcome.status, job_id)
         finally:
             with self._live_lock:
                 self._live.pop(job_id, None)
@@ -320,9 +294,3 @@ class EmbeddedQueue(JobQueue):
         record = self.store.get(job_id)
         return record is not None and record.cancel_requested
 
-
-def _float(value) -> float | None:
-    try:
-        return None if value is None else float(value)
-    except (TypeError, ValueError):
-        return None

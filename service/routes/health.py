@@ -39,7 +39,7 @@ async def healthz() -> Alive:
 @router.get("/readyz", response_model=Readiness, summary="Readiness: an encode worker runs on a named device",
             responses=problems(503))
 async def readyz(queue: QueueDep) -> Readiness | JSONResponse:
-    workers = [Worker(name=w.name, device=w.device, alive=w.alive, busy_with=w.busy_with) for w in queue.workers()]
+    workers = [Worker(name=w.name, device=w.device, alive=w.alive, busy_with=w.busy_with) for w in await queue.workers()]
     stats = await queue.stats()
     devices = sorted({w.device for w in workers if w.alive})
     ready = bool(devices)
@@ -57,4 +57,5 @@ async def readyz(queue: QueueDep) -> Readiness | JSONResponse:
 async def metrics(queue: QueueDep, metrics: MetricsDep) -> Response:
     stats = await queue.stats()
     metrics.set_job_counts(stats.by_state, stats.depth)
+    metrics.set_workers(await queue.workers())
     return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -1,4 +1,4 @@
-"""Fixtures of the service tests: apps on a temporary data dir, tiny images, a small bitstream."""
+"""Fixtures of the service tests: apps on a temporary data dir, a real Redis, tiny images, a small bitstream."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from service.app import create_app  # noqa: E402
 from service.settings import Settings  # noqa: E402
-from svc_helpers import image_bytes  # noqa: E402
+from svc_helpers import image_bytes, running_redis  # noqa: E402
 
 FIXTURES = REPO / "tests" / "fixtures"
 
@@ -65,3 +65,22 @@ def bitstream() -> bytes:
     import codec
 
     return codec.encode((FIXTURES / "kodim05_crop64x48.png").read_bytes(), preset="high", iterations=10)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> Iterator[str]:
+    """A real redis-server on a free loopback port for the session (no persistence); its URL without a db.
+    Skipped where redis-server is not installed, except in CI (CI=true), where .ci/run installs it."""
+    with running_redis(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
+@pytest.fixture
+def redis_url(redis_server) -> str:
+    """Database 0 of the session's Redis, emptied for this test (the scale-out tests use other databases)."""
+    import redis
+
+    url = redis_server + "/0"
+    with redis.Redis.from_url(url) as client:
+        client.flushdb()
+    return url

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -15,10 +17,26 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
 FINISHED = ("succeeded", "failed", "canceled")
+
+FAST = {"iterations": "10", "preset": "high"}
+
+
+def submit(client, data: bytes, headers=None, **form):
+    return client.post("/encode", files={"file": ("upload.png", data, "image/png")},
+                       data={**FAST, **form}, headers=headers or {})
+
+
+def assert_problem(response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["code"] == code and body["status"] == status and body["message"]
+    return body
 
 
 def gradient(width: int, height: int) -> np.ndarray:
@@ -76,47 +94,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class LiveServer:
-    """``python -m service`` under uvicorn on a free loopback port, with its own data dir and log file."""
+def _env(**extra: str) -> dict[str, str]:
+    # GSIC_DEVICE from the environment (e.g. cuda on a GPU machine), else the CPU.
+    env = {**os.environ, "GSIC_DEVICE": os.environ.get("GSIC_DEVICE", "cpu"), "GSIC_LOG_LEVEL": "warning", **extra}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
 
-    def __init__(self, data_dir: Path, log_path: Path, **env: str):
-        self.data_dir, self.log_path, self.extra_env = Path(data_dir), Path(log_path), env
-        self.proc: subprocess.Popen | None = None
-        self.port = 0
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+class _Process:
+    """A child process with a log file: SIGKILL (a crash: no shutdown handler runs) or SIGTERM (clean)."""
 
-    def start(self, timeout: float = 90.0) -> LiveServer:
-        # GSIC_DEVICE from the environment (e.g. cuda on a GPU machine), else the CPU.
-        env = {**os.environ, "GSIC_DATA_DIR": str(self.data_dir),
-               "GSIC_DEVICE": os.environ.get("GSIC_DEVICE", "cpu"), "GSIC_LOG_LEVEL": "warning", **self.extra_env}
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-        for _ in range(3):  # another process may grab the port between free_port() and the bind
-            self.port = free_port()
-            with self.log_path.open("ab") as log:
-                self.proc = subprocess.Popen(
-                    [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(self.port)],
-                    cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and self.proc.poll() is None:
-                try:
-                    if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-                        return self
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.2)
-            if self.proc.poll() is None:
-                self.kill()
-                break
-        raise AssertionError(f"the server did not become ready; log:\n{self.log()}")
+    proc: subprocess.Popen | None = None
+    log_path: Path
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-5000:] if self.log_path.exists() else ""
+    def log(self, tail: int | None = 5000) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return text if tail is None else text[-tail:]
 
     def kill(self) -> None:
-        """SIGKILL: no shutdown handler runs, exactly like a crash."""
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=30)
@@ -129,8 +124,96 @@ class LiveServer:
             except subprocess.TimeoutExpired:
                 self.kill()
 
+
+class LiveServer(_Process):
+    """``python -m service`` under uvicorn on a free loopback port, with its own data dir and log file.
+    ``start`` waits until ``ready_path`` answers 200 (/healthz for an API whose workers run elsewhere)."""
+
+    def __init__(self, data_dir: Path, log_path: Path, ready_path: str = "/readyz", **env: str):
+        self.data_dir, self.log_path, self.ready_path, self.extra_env = Path(data_dir), Path(log_path), ready_path, env
+        self.proc: subprocess.Popen | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 90.0) -> LiveServer:
+        env = _env(GSIC_DATA_DIR=str(self.data_dir), **self.extra_env)
+        for _ in range(3):  # another process may grab the port between free_port() and the bind
+            self.port = free_port()
+            with self.log_path.open("ab") as log:
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(self.port)],
+                    cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                try:
+                    if httpx.get(self.url + self.ready_path, timeout=2).status_code == 200:
+                        return self
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.2)
+            if self.proc.poll() is None:
+                self.kill()
+                break
+        raise AssertionError(f"the server did not become ready; log:\n{self.log()}")
+
     def __enter__(self) -> LiveServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class LiveWorker(_Process):
+    """``gsic worker`` (python -m cli.main worker) as its own process, logging at info level to ``log_path``."""
+
+    def __init__(self, name: str, log_path: Path, **env: str):
+        self.name, self.log_path, self.extra_env = name, Path(log_path), env
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> LiveWorker:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "cli.main", "worker", "--name", self.name],
+                cwd=REPO, env=_env(GSIC_LOG_LEVEL="info", **self.extra_env), stdout=log, stderr=subprocess.STDOUT)
+        return self
+
+
+@contextlib.contextmanager
+def running_redis(workdir: Path):
+    """A real redis-server (from PATH) on a free loopback port, without persistence; yields its URL (no db).
+    Skips the test where redis-server is not installed, except under CI=true, where that fails it."""
+    import redis
+
+    executable = shutil.which("redis-server")
+    if executable is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("redis-server is not on PATH; .ci/run installs it (apt-get install redis-server)")
+        pytest.skip("redis-server is not on PATH (apt-get install redis-server)")
+    for _ in range(3):  # another process may take the port between free_port() and the bind
+        port = free_port()
+        with (workdir / "redis.log").open("ab") as log:
+            proc = subprocess.Popen([executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                     "--appendonly", "no", "--dir", str(workdir)], stdout=log, stderr=log)
+        with redis.Redis(port=port) as client:
+            deadline = time.monotonic() + 20
+            while proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    client.ping()
+                    break
+                except redis.exceptions.ConnectionError:
+                    time.sleep(0.05)
+            else:
+                proc.kill()
+                proc.wait()
+                continue
+        try:
+            yield f"redis://127.0.0.1:{port}"
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=30)
+        return
+    raise AssertionError(f"redis-server did not start:\n{(workdir / 'redis.log').read_text()[-3000:]}")

@@ -12,23 +12,7 @@ import pytest
 from PIL import Image
 
 import codec
-from svc_helpers import image_bytes, wait_job
-
-FAST = {"iterations": "10", "preset": "high"}
-
-
-def submit(client, data: bytes, headers=None, **form):
-    return client.post("/encode", files={"file": ("upload.png", data, "image/png")},
-                       data={**FAST, **form}, headers=headers or {})
-
-
-def assert_problem(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body = response.json()
-    assert body["code"] == code and body["status"] == status and body["message"]
-    return body
-
+from svc_helpers import assert_problem, image_bytes, submit, wait_job
 
 def test_encode_lifecycle_to_success(client, small_png):
     response = submit(client, small_png)

@@ -46,6 +46,7 @@ def test_metrics(client, bitstream):
     assert metric(text, 'gsic_jobs{state="succeeded"}') == 1
     assert metric(text, 'gsic_jobs{state="queued"}') == 0
     assert metric(text, "gsic_queue_depth") == 0
+    assert metric(text, 'gsic_workers{alive="true",device="cpu"}') == 1
     assert metric(text, 'gsic_jobs_finished_total{state="succeeded"}') == 1
     assert metric(text, "gsic_encode_duration_seconds_count") == 1
     assert metric(text, "gsic_decode_duration_seconds_count") == 1
