@@ -1,8 +1,9 @@
-"""Checks of the container files (Dockerfile, docker/compose.yaml, .dockerignore) that need no Docker engine.
+"""Checks of the container files (Dockerfile, docker/compose*.yaml, .dockerignore), and one slow smoke run.
 
-Nothing here builds an image. The Dockerfile is linted (hadolint) and parsed; its rules, the dependency
-source (pyproject.toml via the project's wheel, pins from constraints.txt) and the compose file's structure
-are checked; and the image's ENTRYPOINT + CMD is run with this venv's `gsic` until /healthz answers.
+Apart from the slow-marked smoke test (docker/smoke.py on a real engine), nothing here builds an image. The
+Dockerfile is linted (hadolint) and parsed; its rules, the dependency source (pyproject.toml via the project's
+wheel, pins from constraints.txt) and the compose files' structure are checked; and the image's ENTRYPOINT +
+CMD is run with this venv's `gsic` until /healthz answers.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
 COMPOSE = ROOT / "docker" / "compose.yaml"
+COMPOSE_CPU = ROOT / "docker" / "compose.cpu.yaml"
+SMOKE = ROOT / "docker" / "smoke.py"
 DOCKER_README = ROOT / "docker" / "README.md"
 DOCKERIGNORE = ROOT / ".dockerignore"
 CONSTRAINTS = ROOT / "constraints.txt"
@@ -437,16 +440,57 @@ def test_compose_healthcheck_matches_the_image(compose: dict, final: Stage):
         assert key in health, f"healthcheck.{key}"
 
 
-def test_docker_compose_config_accepts_the_file():
+RESET = object()  # what compose's `!reset` tag stands for
+
+
+@pytest.fixture(scope="module")
+def compose_cpu() -> dict:
+    yaml = pytest.importorskip("yaml", reason="pyyaml comes with the test extra")
+
+    class ComposeLoader(yaml.SafeLoader):
+        pass
+
+    ComposeLoader.add_constructor("!reset", lambda loader, node: RESET)
+    return yaml.load(COMPOSE_CPU.read_text(), ComposeLoader)
+
+
+def test_compose_cpu_override_builds_cpu_without_a_gpu_reservation(compose_cpu: dict):
+    service = compose_service(compose_cpu)
+    assert service["build"]["args"]["VARIANT"] == "cpu"
+    assert service["image"].endswith(":cpu"), "the cpu image must not take the gpu image's tag"
+    assert service["deploy"] is RESET, "the GPU device reservation must be dropped (deploy: !reset)"
+
+
+@pytest.mark.parametrize("files", [[COMPOSE], [COMPOSE, COMPOSE_CPU]], ids=["gpu", "cpu-override"])
+def test_docker_compose_config_accepts_the_file(files: list[Path]):
     docker = shutil.which("docker")
     if docker is None:
         pytest.skip("no docker client on this machine")
     probe = subprocess.run([docker, "compose", "version"], capture_output=True, text=True, timeout=30)
     if probe.returncode != 0:
         pytest.skip("the docker client has no compose plugin here")
-    result = subprocess.run([docker, "compose", "-f", str(COMPOSE), "config", "--quiet"],
+    options = [arg for f in files for arg in ("-f", str(f))]
+    result = subprocess.run([docker, "compose", *options, "config", "--quiet"],
                             capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert result.returncode == 0, result.stderr
+
+
+# --------------------------------------------------------------------------------------------------
+# A real engine: docker/smoke.py builds the cpu image and runs it (slow; run by hand, see docker/README.md)
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_smoke_script_on_a_real_engine():
+    docker = shutil.which("docker")
+    if docker is None:
+        pytest.skip("no docker client on this machine")
+    info = subprocess.run([docker, "info"], capture_output=True, text=True, timeout=60)
+    if info.returncode != 0:
+        pytest.skip(f"`docker info` failed, no engine to build on: {(info.stderr or info.stdout).strip()[-400:]}")
+    result = subprocess.run([sys.executable, str(SMOKE)], capture_output=True, text=True, timeout=3600, cwd=ROOT)
+    print(result.stdout)
+    assert result.returncode == 0, f"{result.stdout[-6000:]}\n{result.stderr[-4000:]}"
 
 
 # --------------------------------------------------------------------------------------------------
