@@ -66,7 +66,8 @@ def encode_array(
     height, width = pixels.shape[:2]
     target = torch.tensor(pixels, dtype=torch.float32, device=device) / 255
     rate = RateControl.for_image(options.target_bpp, height, width, config.position_bits,
-                                 rows_sorted=config.blend_mode == "sum", shape_per_gaussian=config.shape_per_gaussian)
+                                 rows_sorted=config.blend_mode == "sum", shape_per_gaussian=config.shape_per_gaussian,
+                                 gaussians_per_entry=config.gaussians_per_entry)
     training = _Training(target, rate.plan, config, options.total_iterations, options.seed, progress)
     fit_steps = max(1, int(config.fit_share * training.total))
     _fit(training, rate, fit_steps)
@@ -115,9 +116,6 @@ def _train_quantised(training: "_Training", model: QuantisedModel, rate: RateCon
     for step in range(fit_steps, training.total):
         if step == remeasure_step and step > fit_steps and _prune_to_fit(training, model, rate):
             best_error, best_values = math.inf, None  # earlier iterates have other Gaussians
-        every = training.config.reassign_every
-        if every and step > fit_steps and (step - fit_steps) % every == 0:
-            model.reassign(training.gaussians)
         before = [t.detach().clone() for t in training.trained_tensors(model)]
         image, target = training.step(step, lambda: model.render_inputs(training.gaussians))
         error = _mse(image, target)
@@ -156,7 +154,7 @@ def _keep(training: "_Training", model: QuantisedModel, index: Tensor) -> None:
 
 
 def _importance(training: "_Training", model: QuantisedModel, keep: int) -> Tensor:  # [keep] indices
-    return importance_order(model.shape_values(training.gaussians), model.color_values(training.gaussians),
+    return importance_order(model.shape_values(training.gaussians), model.color_values(),
                             training.config.blend_mode, keep)
 
 
@@ -199,16 +197,14 @@ class _Training:
             [{"params": [vq.centroids], "lr": lr} for vq, lr in zip(codebooks, lrs)], eps=1e-15)
 
     def trained_tensors(self, model: QuantisedModel) -> list[Tensor]:  # all a quantised step may change
-        return self.gaussians.tensors() + [vq.centroids for vq in model.codebooks()] + model.assignments()
+        return self.gaussians.tensors() + [vq.centroids for vq in model.codebooks()]
 
     def cluster(self, gaussians: Gaussians, plan: RatePlan) -> QuantisedModel:
         """The quantised form of ``gaussians`` under ``plan``, codebooks fresh from K-means."""
         # The ranges are the trained values', taken when the file is written.
         layout = Layout(self.width, self.height, self.config.blend_mode, plan.rows_sorted, plan.k_shape == 0,
                         plan.position_bits, plan.shape_bits, plan.color_bits, shape_ranges=(), color_ranges=())
-        return QuantisedModel.cluster(gaussians, layout, plan.k_shape, plan.k_color, self.generator,
-                                      weighted=self.config.color_weighting,
-                                      latent_colors=self.config.reassign_every > 0)
+        return QuantisedModel.cluster(gaussians, layout, plan.k_shape, plan.k_color, self.generator)
 
     def fitted_inputs(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:  # nothing quantised yet
         g = self.gaussians

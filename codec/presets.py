@@ -42,10 +42,8 @@ class Method:
     # Share of the quantised steps after which the stream is measured once more: the remaining steps heal
     # a prune there, which at the final write costs the image much more.
     remeasure_at: float = 0.75
-    # Colour codebook: K-means weighted by what an error costs the image; every this many quantised steps
-    # (0: never) each Gaussian moves to the entry nearest its own colour, which keeps training through it.
-    color_weighting: bool = False
-    reassign_every: int = 0
+    # Gaussians per colour codebook entry (the codebook size is the power of two nearest N / this).
+    gaussians_per_entry: int = 16
 
 
 METHODS = {

@@ -27,9 +27,8 @@ def kmeans(
     init: Tensor | None = None,  # [k, D] centroids to start from (e.g. the previous codebook)
     iterations: int = LLOYD_ITERATIONS,
     generator: torch.Generator | None = None,
-    weights: Tensor | None = None,  # [N] > 0: each point's share of the centroid it joins (None: equal)
 ) -> tuple[Tensor, Tensor]:  # ([k, D] centroids, [N] int64 assignment)
-    """Lloyd's algorithm, vectorised: distances by cdist, (weighted) centroid sums by index_add.
+    """Lloyd's algorithm, vectorised: distances by cdist, centroid sums by index_add.
 
     Starts from ``init`` or from k-means++-like distinct samples; an empty cluster is re-seeded with the
     point farthest from its centroid, so all k entries stay in use.
@@ -40,12 +39,8 @@ def kmeans(
     centroids = init.detach().clone() if init is not None else _initial_centroids(points, k, generator)
     for _ in range(iterations):
         assign = torch.cdist(points, centroids).argmin(dim=1)
-        if weights is None:
-            sums = torch.zeros_like(centroids).index_add_(0, assign, points)
-            counts = torch.bincount(assign, minlength=k).to(points.dtype)
-        else:
-            sums = torch.zeros_like(centroids).index_add_(0, assign, points * weights[:, None])
-            counts = torch.zeros(k, dtype=points.dtype, device=points.device).index_add_(0, assign, weights)
+        sums = torch.zeros_like(centroids).index_add_(0, assign, points)
+        counts = torch.bincount(assign, minlength=k).to(points.dtype)
         empty = counts == 0
         centroids = torch.where(empty[:, None], centroids, sums / counts.clamp(min=1)[:, None])
         if empty.any():
@@ -83,8 +78,8 @@ class Codebook:
 
     @classmethod
     def cluster(cls, vectors: Tensor, k: int, bits: int, bounds: np.ndarray,  # vectors [N, D], bounds [D, 2]
-                generator: torch.Generator, weights: Tensor | None = None) -> "Codebook":  # weights [N]
-        centroids, assign = kmeans(vectors.detach(), k, generator=generator, weights=weights)
+                generator: torch.Generator) -> "Codebook":
+        centroids, assign = kmeans(vectors.detach(), k, generator=generator)
         codebook = cls(centroids.requires_grad_(True), assign, bits,
                        torch.as_tensor(bounds, dtype=vectors.dtype, device=vectors.device))
         codebook.clamp_to_bounds()
@@ -96,10 +91,6 @@ class Codebook:
 
     def values(self) -> Tensor:  # [N, D] exactly what the decoder will see
         return fake_quantize(self.centroids, self.ranges, self.bits)[self.assign]
-
-    def reassign(self, vectors: Tensor) -> None:  # [N, D]: each to its nearest entry
-        with torch.no_grad():
-            self.assign = torch.cdist(vectors.detach(), self.centroids.detach()).argmin(dim=1)
 
     def clamp_to_bounds(self) -> None:
         with torch.no_grad():
@@ -116,26 +107,20 @@ class QuantisedModel:
     through a codebook or per Gaussian on a uniform grid, positions on the format's grid; every value the
     render sees is exactly what the decoder will see."""
 
-    def __init__(self, layout: Layout, shape_vq: Codebook | None, color_vq: Codebook, latent_colors: bool):
+    def __init__(self, layout: Layout, shape_vq: Codebook | None, color_vq: Codebook):
         self.layout, self.shape_vq, self.color_vq = layout, shape_vq, color_vq  # layout ranges: placeholders
-        self.latent_colors = latent_colors
 
     @classmethod
     def cluster(cls, gaussians: Gaussians, layout: Layout, k_shape: int, k_color: int,
-                generator: torch.Generator, weighted: bool = False, latent_colors: bool = False) -> "QuantisedModel":
-        """K-means of the shapes (unless coded per Gaussian; first, for the random stream) and of the colours.
-
-        ``weighted``: each colour counts by the energy an error in it costs the image (area x opacity^2 in
-        accumulated blending). ``latent_colors``: the Gaussians' own colours keep training through the
-        codebook (straight-through), so ``reassign`` can move a Gaussian to the entry its colour now nears."""
+                generator: torch.Generator) -> "QuantisedModel":
+        """K-means of the shapes (unless coded per Gaussian; first, for the random stream) and of the colours."""
         shape_vq = None
         if not layout.shape_per_gaussian:
             shape_vq = Codebook.cluster(_shape_vectors(gaussians), k_shape, layout.shape_bits,
                                         format_bounds(SHAPE_COLUMNS), generator)
-        weights = _color_weights(gaussians) if weighted else None
         color_vq = Codebook.cluster(_color_vectors(gaussians), k_color, layout.color_bits,
-                                    format_bounds(COLOR_COLUMNS), generator, weights)
-        return cls(layout, shape_vq, color_vq, latent_colors)
+                                    format_bounds(COLOR_COLUMNS), generator)
+        return cls(layout, shape_vq, color_vq)
 
     def codebooks(self) -> list[Codebook]:  # colour first
         return [self.color_vq] + ([self.shape_vq] if self.shape_vq is not None else [])
@@ -150,21 +135,11 @@ class QuantisedModel:
         vectors = _shape_vectors(gaussians)
         return fake_quantize(vectors, self._shape_ranges(vectors), self.layout.shape_bits)
 
-    def color_values(self, gaussians: Gaussians) -> Tensor:  # [N, 4] colour and opacity as the decoder sees them
-        values = self.color_vq.values()
-        if self.latent_colors:  # the same values; the gradient reaches the latent colours too
-            latent = _color_vectors(gaussians)
-            values = values + (latent - latent.detach())
-        return values
-
-    def reassign(self, gaussians: Gaussians) -> None:
-        self.color_vq.reassign(_color_vectors(gaussians))
-
-    def assignments(self) -> list[Tensor]:  # what training changes besides the tensors, for snapshots
-        return [vq.assign for vq in self.codebooks()]
+    def color_values(self) -> Tensor:  # [N, 4] colour and opacity as the decoder sees them
+        return self.color_vq.values()
 
     def render_inputs(self, gaussians: Gaussians) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        shape, color = self.shape_values(gaussians), self.color_values(gaussians)
+        shape, color = self.shape_values(gaussians), self.color_values()
         scales, rotation = scales_and_rotation(shape)
         return self.layout.grid.snap(gaussians.xy), scales, rotation, color[:, :3], color[:, 3]
 
@@ -193,12 +168,6 @@ def _shape_vectors(gaussians: Gaussians) -> Tensor:  # [N, 3] log covariance
 
 def _color_vectors(gaussians: Gaussians) -> Tensor:  # [N, 4] colour and opacity
     return torch.cat([gaussians.color, torch.sigmoid(gaussians.opacity_logit)[:, None]], dim=1)
-
-
-def _color_weights(gaussians: Gaussians) -> Tensor:  # [N] energy of a unit colour error, normalised
-    with torch.no_grad():
-        weights = gaussians.log_scale.sum(1).exp() * torch.sigmoid(gaussians.opacity_logit).square()
-        return weights / weights.mean().clamp(min=1e-12) + 1e-6
 
 
 def _as_ranges(array: np.ndarray) -> tuple[tuple[float, float], ...]:  # [D, 2] -> Layout's form

@@ -19,7 +19,6 @@ MIN_K, MAX_K = 8, 256
 # Per-Gaussian log-covariance bits: 4 kept 24.0 of 25.6 dB where a 128-entry codebook kept 22.9; after the
 # whole encode 5 bits gave 0.4 dB more than 4, and 6 no more than 5.
 SCALAR_SHAPE_BITS = 5
-GAUSSIANS_PER_ENTRY = 16
 BUDGET_FILL = 0.985  # aim just under the budget: training after a measurement moves the size a little
 BUDGET_FIT_ROUNDS = 4  # measure-and-prune rounds of the Gaussian count when quantisation starts
 # The final write drops this much more than the measured excess predicts (Gaussians differ in cost), so
@@ -39,21 +38,23 @@ class RatePlan:
 
 
 def plan_rate(target_bits: float, height: int, width: int, position_bits: int, rows_sorted: bool,
-              shape_per_gaussian: bool) -> RatePlan:
+              shape_per_gaussian: bool, gaussians_per_entry: int) -> RatePlan:
     """Largest Gaussian count whose modelled stream size fits ``target_bits``."""
     low, high = MIN_GAUSSIANS, max(MIN_GAUSSIANS, height * width // 4)
     while low < high:  # bits grow with n: binary search the largest n that fits
         mid = (low + high + 1) // 2
-        if estimate_bits(_plan_for(mid, position_bits, rows_sorted, shape_per_gaussian)) <= target_bits:
+        if estimate_bits(_plan_for(mid, position_bits, rows_sorted, shape_per_gaussian, gaussians_per_entry)) <= target_bits:
             low = mid
         else:
             high = mid - 1
-    return _plan_for(low, position_bits, rows_sorted, shape_per_gaussian)
+    return _plan_for(low, position_bits, rows_sorted, shape_per_gaussian, gaussians_per_entry)
 
 
-def _plan_for(n: int, position_bits: int, rows_sorted: bool, shape_per_gaussian: bool) -> RatePlan:
-    # Larger codebooks pay off at higher rates (the paper's ablation): a fixed number of Gaussians per entry.
-    k = int(min(MAX_K, max(MIN_K, 2 ** round(math.log2(max(n / GAUSSIANS_PER_ENTRY, 1))))))
+def _plan_for(n: int, position_bits: int, rows_sorted: bool, shape_per_gaussian: bool,
+              gaussians_per_entry: int) -> RatePlan:
+    # Larger codebooks pay off at higher rates (the paper's ablation): a fixed number of Gaussians per entry
+    # (Method.gaussians_per_entry).
+    k = int(min(MAX_K, max(MIN_K, 2 ** round(math.log2(max(n / gaussians_per_entry, 1))))))
     if shape_per_gaussian:
         return RatePlan(n, 0, k, position_bits, rows_sorted, SCALAR_SHAPE_BITS, 8)
     return RatePlan(n, k, k, position_bits, rows_sorted, 8, 8)
@@ -94,9 +95,10 @@ class RateControl:
 
     @classmethod
     def for_image(cls, target_bpp: float, height: int, width: int, position_bits: int, rows_sorted: bool,
-                  shape_per_gaussian: bool) -> "RateControl":
+                  shape_per_gaussian: bool, gaussians_per_entry: int) -> "RateControl":
         budget = target_bpp * height * width
-        return cls(budget, plan_rate(budget, height, width, position_bits, rows_sorted, shape_per_gaussian))
+        return cls(budget, plan_rate(budget, height, width, position_bits, rows_sorted, shape_per_gaussian,
+                                     gaussians_per_entry))
 
     def _fitting(self, n: int, bits: int) -> float:  # the count whose stream would fill BUDGET_FILL of it
         return n * BUDGET_FILL * self.budget_bits / bits

@@ -15,28 +15,28 @@ from codec.rate import BUDGET_FILL, MIN_GAUSSIANS, RateControl, estimate_bits, m
 @pytest.mark.parametrize("per_gaussian", [True, False])
 def test_plan_is_the_largest_count_that_the_model_fits(per_gaussian):
     budget = 0.125 * 768 * 512
-    plan = plan_rate(budget, 512, 768, 10, rows_sorted=per_gaussian, shape_per_gaussian=per_gaussian)
+    plan = plan_rate(budget, 512, 768, 10, rows_sorted=per_gaussian, shape_per_gaussian=per_gaussian, gaussians_per_entry=16)
     assert estimate_bits(plan) <= budget
-    more = plan_rate(budget * 1.2, 512, 768, 10, rows_sorted=per_gaussian, shape_per_gaussian=per_gaussian)
+    more = plan_rate(budget * 1.2, 512, 768, 10, rows_sorted=per_gaussian, shape_per_gaussian=per_gaussian, gaussians_per_entry=16)
     assert more.n_gaussians > plan.n_gaussians
     assert (plan.k_shape == 0) == per_gaussian
     assert 8 <= plan.k_color <= 256 and plan.k_color & (plan.k_color - 1) == 0  # a power of two
 
 
 def test_estimate_grows_with_the_count_and_sorted_rows_cost_less():
-    small = plan_rate(20_000, 512, 768, 10, rows_sorted=True, shape_per_gaussian=True)
-    large = plan_rate(80_000, 512, 768, 10, rows_sorted=True, shape_per_gaussian=True)
+    small = plan_rate(20_000, 512, 768, 10, rows_sorted=True, shape_per_gaussian=True, gaussians_per_entry=16)
+    large = plan_rate(80_000, 512, 768, 10, rows_sorted=True, shape_per_gaussian=True, gaussians_per_entry=16)
     assert estimate_bits(large) > estimate_bits(small)
     unsorted = type(large)(**{**large.__dict__, "rows_sorted": False})
     assert estimate_bits(unsorted) > estimate_bits(large)
 
 
 def test_plan_never_goes_below_the_floor():
-    assert plan_rate(10.0, 8, 8, 10, rows_sorted=True, shape_per_gaussian=True).n_gaussians == MIN_GAUSSIANS
+    assert plan_rate(10.0, 8, 8, 10, rows_sorted=True, shape_per_gaussian=True, gaussians_per_entry=16).n_gaussians == MIN_GAUSSIANS
 
 
 def test_rate_control_counts():
-    rate = RateControl.for_image(0.1, 100, 100, 10, rows_sorted=True, shape_per_gaussian=True)
+    rate = RateControl.for_image(0.1, 100, 100, 10, rows_sorted=True, shape_per_gaussian=True, gaussians_per_entry=16)
     assert rate.budget_bits == pytest.approx(1000)
     assert rate.growth_target(100, 500) == round(100 * BUDGET_FILL * 2)  # half full: about twice the count
     assert rate.prune_target(100, 900) is None  # within the fill
