@@ -21,8 +21,7 @@ from bench.rd.cli import DEFAULT_DATA
 VARIANTS: dict[str, tuple[str, dict]] = {
     "default (as shipped)": ("default", {}),
     "default, 1800 iterations": ("default", {"iterations": 1800}),
-    "default, 1800 iterations, colour codebook of N/8 entries": ("default", {"iterations": 1800,
-                                                                            "gaussians_per_entry": 8}),
+    "default, colour codebook of N/8 entries": ("default", {"gaussians_per_entry": 8}),
     "default, all steps at full resolution": ("default", {"coarse_share": 0.0}),
     "default, shapes through a K-means codebook": ("default", {"shape_per_gaussian": False}),
     "default, L1 + 0.2 SSIM loss": ("default", {"ssim_weight": 0.2}),
