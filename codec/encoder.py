@@ -111,23 +111,44 @@ def _train_quantised(training: "_Training", model: QuantisedModel, rate: RateCon
     Quantised training jitters from step to step (values hop between grid points), so the best iterate is
     kept; its render is exactly what the decoder will show."""
     remeasure_step = fit_steps + int((training.total - fit_steps) * training.config.remeasure_at)
-    best_error, best_values = math.inf, None
+    best = _BestIterate()
     for step in range(fit_steps, training.total):
         if step == remeasure_step and step > fit_steps and _prune_to_fit(training, model, rate):
-            best_error, best_values = math.inf, None  # earlier iterates have other Gaussians
+            best = _BestIterate()  # earlier iterates have other Gaussians
         every = training.config.reassign_every
         if every and step > fit_steps and (step - fit_steps) % every == 0:
             model.reassign(training.gaussians)
         before = [t.detach().clone() for t in training.trained_tensors(model)]
         image, target = training.step(step, lambda: model.render_inputs(training.gaussians))
-        error = _mse(image, target)
-        if error < best_error:
-            best_error, best_values = error, before
+        best.offer(_mse(image, target), before)
         training.end_step(step, image, target)
-    if best_values is not None:
+    best.restore(training.trained_tensors(model))
+
+
+class _BestIterate:
+    """The lowest-error iterate so far, chosen on the device: a comparison and a masked copy per step,
+    where reading each error back to the host would make every step wait for the GPU."""
+
+    def __init__(self) -> None:
+        self._error: Tensor | None = None  # [] the best error so far (inf before any finite one)
+        self._found: Tensor | None = None  # [] bool: some iterate beat inf (False while all were NaN)
+        self._values: list[Tensor] = []
+
+    def offer(self, error: Tensor, values: list[Tensor]) -> None:  # error [] of the iterate ``values``
+        if self._error is None:
+            self._error, self._values = torch.full_like(error, math.inf), values
+            self._found = torch.zeros_like(error, dtype=torch.bool)
+        better = error < self._error
+        self._error = torch.where(better, error, self._error)
+        self._found = self._found | better
+        self._values = [torch.where(better, new, kept) for new, kept in zip(values, self._values)]
+
+    def restore(self, tensors: list[Tensor]) -> None:  # write the best iterate back, if there was one
+        if self._found is None:
+            return
         with torch.no_grad():
-            for tensor, value in zip(training.trained_tensors(model), best_values):
-                tensor.copy_(value)
+            for tensor, value in zip(tensors, self._values):
+                tensor.copy_(torch.where(self._found, value, tensor))
 
 
 def _write(training: "_Training", model: QuantisedModel, rate: RateControl) -> bytes:
@@ -160,8 +181,8 @@ def _importance(training: "_Training", model: QuantisedModel, keep: int) -> Tens
                             training.config.blend_mode, keep)
 
 
-def _mse(image: Tensor, target: Tensor) -> float:  # of the displayable (clamped) render
-    return float((image.clamp(0, 1) - target).square().mean())
+def _mse(image: Tensor, target: Tensor) -> Tensor:  # [] of the displayable (clamped) render, on the device
+    return (image.clamp(0, 1) - target).square().mean()
 
 
 # --- Adam steps and schedules -----------------------------------------------------------------------
@@ -240,7 +261,7 @@ class _Training:
     def end_step(self, step: int, image: Tensor, target: Tensor) -> None:
         self._scheduler.step()
         if self.progress is not None and (step % PROGRESS_EVERY == 0 or step == self.total - 1):
-            mse = _mse(image, target)
+            mse = float(_mse(image, target))  # reads back: progress reports are host syncs by nature
             psnr = 10 * math.log10(1 / mse) if mse > 0 else float("inf")
             if self.progress(Progress(step + 1, self.total, psnr)) is False:
                 raise EncodeCancelled(f"cancelled at iteration {step + 1} of {self.total}")
