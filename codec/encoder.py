@@ -16,6 +16,7 @@ Rate control (``codec.rate``) owns the budget and every count derived from it.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -35,9 +36,10 @@ from codec.presets import Method
 from codec.quantize import Codebook, QuantisedModel
 from codec.quantized import Layout
 from codec.rate import BUDGET_FIT_ROUNDS, MIN_GAUSSIANS, RateControl, RatePlan, measure
-from kernels import render
+from kernels import PairBound, render
 
 PROGRESS_EVERY = 10
+log = logging.getLogger("gsic.encoder")
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ def _fit(training: "_Training", rate: RateControl, fit_steps: int) -> None:
         image, target = training.step(step, training.fitted_inputs)
         density.observe(training.gaussians)
         if density.due(step):
+            training.check_pair_bounds()
             training.gaussians = density.densify(training.gaussians, training.optimizer, count_that_fits)
         training.end_step(step, image, target)
 
@@ -123,6 +126,7 @@ def _train_quantised(training: "_Training", model: QuantisedModel, rate: RateCon
         best.offer(_mse(image, target), before)
         training.end_step(step, image, target)
     best.restore(training.trained_tensors(model))
+    training.check_pair_bounds()
 
 
 class _BestIterate:
@@ -164,6 +168,7 @@ def _write(training: "_Training", model: QuantisedModel, rate: RateControl) -> b
 
 def _prune_to_fit(training: "_Training", model: QuantisedModel, rate: RateControl) -> bool:
     """Prune the least important Gaussians when the real stream exceeds the budget's fill."""
+    training.check_pair_bounds()  # the stream is read back here anyway
     keep = rate.prune_target(len(training.gaussians), measure(model.to_quantized(training.gaussians)))
     if keep is None:
         return False
@@ -211,6 +216,7 @@ class _Training:
         self._scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, [position_decay] + [other_decay] * 4)
         self._codebooks: list[Codebook] = []
         self._codebook_optimizer: torch.optim.Optimizer | None = None
+        self._pair_bounds: dict[tuple[int, int], PairBound] = {}  # per render size (coarse, full)
 
     def train_codebooks(self, codebooks: list[Codebook]) -> None:
         """From now on also train these codebooks' entries (colour first, at the colour learning rate)."""
@@ -245,7 +251,9 @@ class _Training:
         if coarse:
             means = means * self._half_factor
             scales = scales * self._half_factor.mean()
-        image = render(means, scales, rotations, colors, opacities, height, width, self.config.blend_mode)
+        bound = self._pair_bounds.setdefault((height, width), PairBound())
+        image = render(means, scales, rotations, colors, opacities, height, width, self.config.blend_mode,
+                       pair_bound=bound)
         loss = l1_ssim_loss(image, target, self.config.ssim_weight)
         optimizers = [self.optimizer] + ([self._codebook_optimizer] if self._codebook_optimizer else [])
         for optimizer in optimizers:
@@ -257,6 +265,14 @@ class _Training:
             vq.clamp_to_bounds()
         self._clamp_positions()
         return image.detach(), target
+
+    def check_pair_bounds(self) -> None:
+        """Only where the host waits anyway (density rounds, measured prunes, the end): re-size the GPU
+        renderer's pair buffers from what the steps since needed (a no-op on the CPU renderer)."""
+        for (height, width), bound in self._pair_bounds.items():
+            if bound.check():
+                log.warning("renders at %d x %d since the last check needed more tile pairs than sized and "
+                            "drew without some; the bound is now %d pairs", height, width, bound.capacity)
 
     def end_step(self, step: int, image: Tensor, target: Tensor) -> None:
         self._scheduler.step()
