@@ -71,14 +71,22 @@ def encode_array(
                                  rows_sorted=config.blend_mode == "sum", shape_per_gaussian=config.shape_per_gaussian)
     training = _Training(target, rate.plan, config, options.total_iterations, options.seed, progress)
     fit_steps = max(1, int(config.fit_share * training.total))
-    _fit(training, rate, fit_steps)
-    model = _quantise(training, rate)
-    _train_quantised(training, model, rate, fit_steps)
-    data = _write(training, model, rate)
+    with _phase("fit"):
+        _fit(training, rate, fit_steps)
+    with _phase("quantise"):
+        model = _quantise(training, rate)
+    with _phase("train_quantised"):
+        _train_quantised(training, model, rate, fit_steps)
+    with _phase("write"):
+        data = _write(training, model, rate)
     return EncodeResult(data=data, n_gaussians=len(training.gaussians), device=str(device))
 
 
 # --- the phases -----------------------------------------------------------------------------------
+def _phase(name: str) -> torch.profiler.record_function:  # a named range for torch.profiler (bench.profile_encode)
+    return torch.profiler.record_function(f"gsic.{name}")
+
+
 def _fit(training: "_Training", rate: RateControl, fit_steps: int) -> None:
     """Steps 0 .. fit_steps - 1: unquantised Gaussians, with density control."""
     density = DensityControl(training.config, training.total, fit_steps, training.generator)
