@@ -16,6 +16,7 @@ Rate control (``codec.rate``) owns the budget and every count derived from it.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -35,9 +36,10 @@ from codec.presets import Method
 from codec.quantize import Codebook, QuantisedModel
 from codec.quantized import Layout
 from codec.rate import BUDGET_FIT_ROUNDS, MIN_GAUSSIANS, RateControl, RatePlan, measure
-from kernels import render
+from kernels import PairBound, render
 
 PROGRESS_EVERY = 10
+log = logging.getLogger("gsic.encoder")
 
 
 @dataclass(frozen=True)
@@ -70,14 +72,22 @@ def encode_array(
                                  gaussians_per_entry=config.gaussians_per_entry)
     training = _Training(target, rate.plan, config, options.total_iterations, options.seed, progress)
     fit_steps = max(1, int(config.fit_share * training.total))
-    _fit(training, rate, fit_steps)
-    model = _quantise(training, rate)
-    _train_quantised(training, model, rate, fit_steps)
-    data = _write(training, model, rate)
+    with _phase("fit"):
+        _fit(training, rate, fit_steps)
+    with _phase("quantise"):
+        model = _quantise(training, rate)
+    with _phase("train_quantised"):
+        _train_quantised(training, model, rate, fit_steps)
+    with _phase("write"):
+        data = _write(training, model, rate)
     return EncodeResult(data=data, n_gaussians=len(training.gaussians), device=str(device))
 
 
 # --- the phases -----------------------------------------------------------------------------------
+def _phase(name: str) -> torch.profiler.record_function:  # a named range for torch.profiler (bench.profile_encode)
+    return torch.profiler.record_function(f"gsic.{name}")
+
+
 def _fit(training: "_Training", rate: RateControl, fit_steps: int) -> None:
     """Steps 0 .. fit_steps - 1: unquantised Gaussians, with density control."""
     density = DensityControl(training.config, training.total, fit_steps, training.generator)
@@ -90,6 +100,7 @@ def _fit(training: "_Training", rate: RateControl, fit_steps: int) -> None:
         image, target = training.step(step, training.fitted_inputs)
         density.observe(training.gaussians)
         if density.due(step):
+            training.check_pair_bounds()
             training.gaussians = density.densify(training.gaussians, training.optimizer, count_that_fits)
         training.end_step(step, image, target)
 
@@ -112,20 +123,42 @@ def _train_quantised(training: "_Training", model: QuantisedModel, rate: RateCon
     Quantised training jitters from step to step (values hop between grid points), so the best iterate is
     kept; its render is exactly what the decoder will show."""
     remeasure_step = fit_steps + int((training.total - fit_steps) * training.config.remeasure_at)
-    best_error, best_values = math.inf, None
+    best = _BestIterate()
     for step in range(fit_steps, training.total):
         if step == remeasure_step and step > fit_steps and _prune_to_fit(training, model, rate):
-            best_error, best_values = math.inf, None  # earlier iterates have other Gaussians
+            best = _BestIterate()  # earlier iterates have other Gaussians
         before = [t.detach().clone() for t in training.trained_tensors(model)]
         image, target = training.step(step, lambda: model.render_inputs(training.gaussians))
-        error = _mse(image, target)
-        if error < best_error:
-            best_error, best_values = error, before
+        best.offer(_mse(image, target), before)
         training.end_step(step, image, target)
-    if best_values is not None:
+    best.restore(training.trained_tensors(model))
+    training.check_pair_bounds()
+
+
+class _BestIterate:
+    """The lowest-error iterate so far, chosen on the device: a comparison and a masked copy per step,
+    where reading each error back to the host would make every step wait for the GPU."""
+
+    def __init__(self) -> None:
+        self._error: Tensor | None = None  # [] the best error so far (inf before any finite one)
+        self._found: Tensor | None = None  # [] bool: some iterate beat inf (False while all were NaN)
+        self._values: list[Tensor] = []
+
+    def offer(self, error: Tensor, values: list[Tensor]) -> None:  # error [] of the iterate ``values``
+        if self._error is None:
+            self._error, self._values = torch.full_like(error, math.inf), values
+            self._found = torch.zeros_like(error, dtype=torch.bool)
+        better = error < self._error
+        self._error = torch.where(better, error, self._error)
+        self._found = self._found | better
+        self._values = [torch.where(better, new, kept) for new, kept in zip(values, self._values)]
+
+    def restore(self, tensors: list[Tensor]) -> None:  # write the best iterate back, if there was one
+        if self._found is None:
+            return
         with torch.no_grad():
-            for tensor, value in zip(training.trained_tensors(model), best_values):
-                tensor.copy_(value)
+            for tensor, value in zip(tensors, self._values):
+                tensor.copy_(torch.where(self._found, value, tensor))
 
 
 def _write(training: "_Training", model: QuantisedModel, rate: RateControl) -> bytes:
@@ -141,6 +174,7 @@ def _write(training: "_Training", model: QuantisedModel, rate: RateControl) -> b
 
 def _prune_to_fit(training: "_Training", model: QuantisedModel, rate: RateControl) -> bool:
     """Prune the least important Gaussians when the real stream exceeds the budget's fill."""
+    training.check_pair_bounds()  # the stream is read back here anyway
     keep = rate.prune_target(len(training.gaussians), measure(model.to_quantized(training.gaussians)))
     if keep is None:
         return False
@@ -158,8 +192,8 @@ def _importance(training: "_Training", model: QuantisedModel, keep: int) -> Tens
                             training.config.blend_mode, keep)
 
 
-def _mse(image: Tensor, target: Tensor) -> float:  # of the displayable (clamped) render
-    return float((image.clamp(0, 1) - target).square().mean())
+def _mse(image: Tensor, target: Tensor) -> Tensor:  # [] of the displayable (clamped) render, on the device
+    return (image.clamp(0, 1) - target).square().mean()
 
 
 # --- Adam steps and schedules -----------------------------------------------------------------------
@@ -188,6 +222,7 @@ class _Training:
         self._scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, [position_decay] + [other_decay] * 4)
         self._codebooks: list[Codebook] = []
         self._codebook_optimizer: torch.optim.Optimizer | None = None
+        self._pair_bounds: dict[tuple[int, int], PairBound] = {}  # per render size (coarse, full)
 
     def train_codebooks(self, codebooks: list[Codebook]) -> None:
         """From now on also train these codebooks' entries (colour first, at the colour learning rate)."""
@@ -220,7 +255,9 @@ class _Training:
         if coarse:
             means = means * self._half_factor
             scales = scales * self._half_factor.mean()
-        image = render(means, scales, rotations, colors, opacities, height, width, self.config.blend_mode)
+        bound = self._pair_bounds.setdefault((height, width), PairBound())
+        image = render(means, scales, rotations, colors, opacities, height, width, self.config.blend_mode,
+                       pair_bound=bound)
         loss = l1_ssim_loss(image, target, self.config.ssim_weight)
         optimizers = [self.optimizer] + ([self._codebook_optimizer] if self._codebook_optimizer else [])
         for optimizer in optimizers:
@@ -233,10 +270,18 @@ class _Training:
         self._clamp_positions()
         return image.detach(), target
 
+    def check_pair_bounds(self) -> None:
+        """Only where the host waits anyway (density rounds, measured prunes, the end): re-size the GPU
+        renderer's pair buffers from what the steps since needed (a no-op on the CPU renderer)."""
+        for (height, width), bound in self._pair_bounds.items():
+            if bound.check():
+                log.warning("renders at %d x %d since the last check needed more tile pairs than sized and "
+                            "drew without some; the bound is now %d pairs", height, width, bound.capacity)
+
     def end_step(self, step: int, image: Tensor, target: Tensor) -> None:
         self._scheduler.step()
         if self.progress is not None and (step % PROGRESS_EVERY == 0 or step == self.total - 1):
-            mse = _mse(image, target)
+            mse = float(_mse(image, target))  # reads back: progress reports are host syncs by nature
             psnr = 10 * math.log10(1 / mse) if mse > 0 else float("inf")
             if self.progress(Progress(step + 1, self.total, psnr)) is False:
                 raise EncodeCancelled(f"cancelled at iteration {step + 1} of {self.total}")

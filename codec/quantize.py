@@ -15,7 +15,7 @@ from torch import Tensor
 
 from codec.gaussians import Gaussians
 from codec.quantized import COLOR_COLUMNS, SHAPE_COLUMNS, Layout, QuantizedGaussians, format_bounds, from_trained
-from codec.quantized import grid_steps, half_range, log_covariance, scales_and_rotation
+from codec.quantized import half_range, log_covariance, scales_and_rotation
 
 LLOYD_ITERATIONS = 10
 
@@ -58,11 +58,13 @@ def _initial_centroids(points: Tensor, k: int, generator: torch.Generator | None
 
 def fake_quantize(
     values: Tensor,  # [M, D]
-    ranges: np.ndarray,  # [D, 2]
+    ranges: Tensor,  # [D, 2] float32, on the values' device
     bits: int,
 ) -> Tensor:  # [M, D], forward quantised, backward identity (straight-through)
-    lo = torch.as_tensor(ranges[:, 0], dtype=values.dtype, device=values.device)
-    step = torch.as_tensor(grid_steps(ranges, bits), dtype=values.dtype, device=values.device)
+    lo = ranges[:, 0].to(values.dtype)
+    # The step of quantized.grid_steps, in float64 on the device, then rounded once to the values' dtype.
+    span = ranges[:, 1].double() - ranges[:, 0].double()
+    step = (torch.where(span > 0, span, 1.0) / (2**bits - 1)).to(values.dtype)
     snapped = torch.round((values - lo) / step).clamp(0, 2**bits - 1) * step + lo
     return values + (snapped - values).detach()
 
@@ -86,8 +88,8 @@ class Codebook:
         return codebook
 
     @property
-    def ranges(self) -> np.ndarray:  # [D, 2] float16-representable (min, max) of the entries
-        return half_range(self.centroids.detach().cpu().numpy())
+    def ranges(self) -> Tensor:  # [D, 2] float16-representable (min, max) of the entries, on their device
+        return half_range(self.centroids)
 
     def values(self) -> Tensor:  # [N, D] exactly what the decoder will see
         return fake_quantize(self.centroids, self.ranges, self.bits)[self.assign]
@@ -109,6 +111,8 @@ class QuantisedModel:
 
     def __init__(self, layout: Layout, shape_vq: Codebook | None, color_vq: Codebook):
         self.layout, self.shape_vq, self.color_vq = layout, shape_vq, color_vq  # layout ranges: placeholders
+        # On the device once: a per-step host-to-device copy would wait for the GPU.
+        self._shape_bounds = torch.as_tensor(format_bounds(SHAPE_COLUMNS), device=color_vq.centroids.device)
 
     @classmethod
     def cluster(cls, gaussians: Gaussians, layout: Layout, k_shape: int, k_color: int,
@@ -156,10 +160,9 @@ class QuantisedModel:
                                      color_ranges=_as_ranges(self.color_vq.ranges))
         return from_trained(layout, gaussians.xy, shapes, shape_index, colors, color_index)
 
-    @staticmethod
-    def _shape_ranges(vectors: Tensor) -> np.ndarray:  # [3, 2] of per-Gaussian shapes, within the format's bounds
-        bounds = format_bounds(SHAPE_COLUMNS)
-        return np.clip(half_range(vectors.detach().cpu().numpy()), bounds[:, :1], bounds[:, 1:])
+    def _shape_ranges(self, vectors: Tensor) -> Tensor:  # [3, 2] of per-Gaussian shapes, within the format's bounds
+        bounds = self._shape_bounds
+        return torch.minimum(torch.maximum(half_range(vectors), bounds[:, :1]), bounds[:, 1:])
 
 
 def _shape_vectors(gaussians: Gaussians) -> Tensor:  # [N, 3] log covariance
@@ -170,5 +173,5 @@ def _color_vectors(gaussians: Gaussians) -> Tensor:  # [N, 4] colour and opacity
     return torch.cat([gaussians.color, torch.sigmoid(gaussians.opacity_logit)[:, None]], dim=1)
 
 
-def _as_ranges(array: np.ndarray) -> tuple[tuple[float, float], ...]:  # [D, 2] -> Layout's form
-    return tuple((float(low), float(high)) for low, high in array)
+def _as_ranges(ranges: Tensor) -> tuple[tuple[float, float], ...]:  # [D, 2] -> Layout's form (read back: the write)
+    return tuple((float(low), float(high)) for low, high in ranges.cpu().numpy())

@@ -102,8 +102,8 @@ class PositionGrid:
     def snap(self, xy: Tensor) -> Tensor:  # [N, 2], forward on the grid, backward identity (straight-through)
         """The positions the decoder will see, computed on the autograd path in the tensor's precision."""
         cols, rows = self.index(xy)
-        step = torch.tensor(self.steps(), dtype=xy.dtype, device=xy.device)
-        snapped = torch.stack([cols, rows], 1) * step
+        step_x, step_y = self.steps()  # Python floats, not a tensor: a host-to-device copy would wait for the GPU
+        snapped = torch.stack([cols * step_x, rows * step_y], 1)
         return xy + (snapped - xy).detach()
 
     def to_pixels(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:  # [N], [N] int -> [N, 2] float64 pixels
@@ -111,14 +111,29 @@ class PositionGrid:
         return np.stack([x * step_x, y * step_y], 1)
 
 
-def half_range(values: np.ndarray) -> np.ndarray:  # [D, 2] float16-representable (min, max) per column
-    """Per-column (min, max), widened to the nearest float16 values so the stored range still covers them."""
-    lo = values.min(axis=0).astype(np.float64)
-    hi = values.max(axis=0).astype(np.float64)
-    lo16, hi16 = lo.astype(np.float16), hi.astype(np.float16)
-    lo16 = np.where(lo16.astype(np.float64) > lo, np.nextafter(lo16, np.float16(-np.inf)), lo16)
-    hi16 = np.where(hi16.astype(np.float64) < hi, np.nextafter(hi16, np.float16(np.inf)), hi16)
-    return np.stack([lo16, hi16], axis=1).astype(np.float32)
+def half_range(values: Tensor) -> Tensor:  # [M, D] float32 -> [D, 2] float32 (min, max), float16-representable
+    """Per-column (min, max), widened to the nearest float16 values so the stored range still covers them.
+
+    Computed on the values' device, so the quantised training step never reads its codebook back. A
+    float32 value rounds to float16 once, to nearest even, exactly as numpy's direct float64 -> float16
+    rounding of the same value does; widening steps the float16 bits (``_next_half``), as nextafter does."""
+    values = values.detach()
+    lo, hi = values.amin(dim=0), values.amax(dim=0)
+    lo16, hi16 = lo.to(torch.float16), hi.to(torch.float16)
+    lo16 = torch.where(lo16.to(lo.dtype) > lo, _next_half(lo16, up=False), lo16)
+    hi16 = torch.where(hi16.to(hi.dtype) < hi, _next_half(hi16, up=True), hi16)
+    return torch.stack([lo16, hi16], dim=1).to(torch.float32)
+
+
+def _next_half(x: Tensor, up: bool) -> Tensor:  # float16 -> the next float16 toward +inf (up) or -inf
+    """nextafter on the bit pattern: torch.nextafter has no float16 kernel on every device. Sign and
+    magnitude: away from zero is magnitude + 1, toward it magnitude - 1; from either zero, the smallest
+    subnormal of the direction's sign (NaN and the infinities never need a step here)."""
+    bits = x.view(torch.int16).to(torch.int32) & 0xFFFF
+    negative, zero = bits >= 0x8000, (bits & 0x7FFF) == 0
+    away = negative != up  # stepping down from a negative, or up from a positive, grows the magnitude
+    stepped = torch.where(zero, 0x0001 if up else 0x8001, torch.where(away, bits + 1, bits - 1))
+    return torch.where(stepped >= 0x8000, stepped - 0x10000, stepped).to(torch.int16).view(torch.float16)
 
 
 def quantize_uniform(

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from kernels.pair_bound import PairBound
 from kernels.reference import ALPHA_MAX, CUTOFF_MAHALANOBIS_SQ, MODES, render_reference
 
 BACKENDS = ("auto", "reference", "cpu", "triton")
 
-__all__ = ["ALPHA_MAX", "BACKENDS", "CUTOFF_MAHALANOBIS_SQ", "MODES", "render", "render_reference"]
+__all__ = ["ALPHA_MAX", "BACKENDS", "CUTOFF_MAHALANOBIS_SQ", "MODES", "PairBound", "render", "render_reference"]
 
 
 def render(
@@ -27,6 +28,8 @@ def render(
     width: int,
     mode: str = "alpha",
     backend: str = "auto",
+    pair_bound: PairBound | None = None,  # Triton only: binning sized without a read back (kernels.pair_bound);
+    # the CPU renderers bin in host memory, where knowing the count costs nothing
 ) -> Tensor:  # [H, W, 3]
     """Render N Gaussians into an H x W RGB image; differentiable in every tensor argument."""
     _validate(means, scales, rotations, colors, opacities, height, width, mode, backend)
@@ -40,7 +43,7 @@ def render(
         return render_cpu(means, scales, rotations, colors, opacities, height, width, mode)
     from kernels.triton_blend import render_triton
 
-    return render_triton(means, scales, rotations, colors, opacities, height, width, mode)
+    return render_triton(means, scales, rotations, colors, opacities, height, width, mode, pair_bound)
 
 
 def _validate(means, scales, rotations, colors, opacities, height, width, mode, backend) -> None:

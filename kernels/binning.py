@@ -1,7 +1,8 @@
 """Tile binning for the Triton renderer: which Gaussians may touch each 16 x 16 pixel tile, in index order.
 
-Two Triton kernels and one sort, all on the tensors' device; the only host round trip is reading the
-total number of (tile, Gaussian) pairs, once per call, to size the pair buffers.
+Two Triton kernels and one sort, all on the tensors' device. The pair buffers are sized either by
+reading the total number of (tile, Gaussian) pairs back (a host round trip per call) or, given a
+``pair_bound.PairBound``, from its capacity with no round trip (the encoder's per-step path).
 
 1. ``_tile_rects_kernel`` (one lane per Gaussian): the rectangle of tiles holding the pixel box of the
    Gaussian's 3-sigma ellipse, and its tile count. The box is computed in float64 exactly as
@@ -10,9 +11,10 @@ total number of (tile, Gaussian) pairs, once per call, to size the pair buffers.
    costs a little time and never changes a result.
 2. ``torch.cumsum`` of the counts gives each Gaussian's first slot in the pair list.
 3. ``_emit_pairs_kernel`` (a block of Gaussians per program, their tiles in vector chunks) writes one
-   (tile id, Gaussian id) pair per slot. Pairs come out in Gaussian order.
-4. A stable sort by tile id keeps Gaussian order within each tile, which is the blending order; a
-   ``searchsorted`` of the sorted ids gives each tile's range.
+   (tile id, Gaussian id) pair per slot below the capacity. Pairs come out in Gaussian order; unused
+   slots keep the tile id ``n_tiles``, past every real tile.
+4. A stable sort by tile id keeps Gaussian order within each tile, which is the blending order (the
+   unused slots sort last); a ``searchsorted`` of the sorted ids gives each tile's range.
 
 ``bin_gaussians_reference`` is the same function in plain torch, for the tests.
 """
@@ -26,6 +28,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from kernels.pair_bound import PairBound
 from kernels.reference import CUTOFF_MAHALANOBIS_SQ, pixel_boxes
 
 TILE = 16  # tile side in pixels; one renderer program per tile, TILE * TILE pixels as one block
@@ -36,7 +39,7 @@ BOX_SLACK = 1e-9  # widening of the float64 box (relative, plus as many pixels):
 
 class TileBins(NamedTuple):
     ranges: Tensor  # [tiles_y * tiles_x + 1] int32: tile t holds gids[ranges[t]:ranges[t + 1]]
-    gids: Tensor  # [P] int32 Gaussian ids, grouped by tile (row-major), index order within a tile
+    gids: Tensor  # [capacity] int32 Gaussian ids, grouped by tile (row-major), index order within a tile
     tiles_x: int
     tiles_y: int
 
@@ -96,9 +99,9 @@ def _emit_pairs_kernel(
     rects_ptr,  # [N, 4] int32 tile rectangles
     counts_ptr,  # [N] int32 tiles per Gaussian
     ends_ptr,  # [N] int32 inclusive cumulative sum of counts: Gaussian i owns slots [end - count, end)
-    keys_ptr,  # [P] int32 out: tile id ty * tiles_x + tx
-    gids_ptr,  # [P] int32 out: Gaussian id
-    n, tiles_x,
+    keys_ptr,  # [capacity] int32 out: tile id ty * tiles_x + tx
+    gids_ptr,  # [capacity] int32 out: Gaussian id
+    n, tiles_x, capacity,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     gid = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -112,10 +115,10 @@ def _emit_pairs_kernel(
     # the largest rectangle of the block sets the number of steps.
     for k0 in range(0, tl.max(count, axis=0), BLOCK_K):
         k = k0 + tl.arange(0, BLOCK_K)  # [BLOCK_K]
-        km = k[None, :] < count[:, None]  # [BLOCK_N, BLOCK_K]
+        slot = first[:, None] + k[None, :]
+        km = (k[None, :] < count[:, None]) & (slot < capacity)  # [BLOCK_N, BLOCK_K]
         tx = tx0[:, None] + k[None, :] % tw[:, None]
         ty = ty0[:, None] + k[None, :] // tw[:, None]
-        slot = first[:, None] + k[None, :]
         tl.store(keys_ptr + slot, ty * tiles_x + tx, mask=km)
         tl.store(gids_ptr + slot, tl.broadcast_to(gid[:, None], (BLOCK_N, BLOCK_K)), mask=km)
 
@@ -126,6 +129,7 @@ def bin_gaussians(
     rotations: Tensor,  # [N] float32
     height: int,
     width: int,
+    bound: PairBound | None = None,  # sizes the pair buffers without a read back; None: read the count
 ) -> TileBins:
     """Per-tile lists of the Gaussians whose 3-sigma box meets the tile, in index order."""
     device, n = means.device, means.shape[0]
@@ -143,11 +147,12 @@ def bin_gaussians(
         K_SIGMA=CUTOFF_MAHALANOBIS_SQ**0.5, SLACK=BOX_SLACK, TILE=TILE, BLOCK_N=BLOCK_N,
     )
     ends = torch.cumsum(counts, 0, dtype=torch.int32)
-    total = int(ends[-1])  # the one host round trip: sizes the pair buffers
-    keys = torch.empty(total, dtype=torch.int32, device=device)
-    gids = torch.empty(total, dtype=torch.int32, device=device)
-    if total > 0:
-        _emit_pairs_kernel[grid](rects, counts, ends, keys, gids, n, tiles_x, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K)
+    capacity = int(ends[-1]) if bound is None else bound.size(ends[-1])  # without a bound: a host round trip
+    keys = torch.full((capacity,), n_tiles, dtype=torch.int32, device=device)
+    gids = torch.zeros(capacity, dtype=torch.int32, device=device)
+    if capacity > 0:
+        _emit_pairs_kernel[grid](rects, counts, ends, keys, gids, n, tiles_x, capacity,
+                                 BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K)
     # Stable: pairs were written in Gaussian order, so each tile's list stays in blending order.
     keys, order = torch.sort(keys, stable=True)
     gids = gids[order]

@@ -51,6 +51,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from kernels.binning import TILE, TileBins, bin_gaussians
+from kernels.pair_bound import PairBound
 from kernels.reference import ALPHA_MAX, CUTOFF_MAHALANOBIS_SQ, MODES
 
 TRANSMITTANCE_MIN = 2.0**-24  # early stop: a pixel this opaque takes no more contributions
@@ -428,8 +429,8 @@ def _launch_config(device: torch.device, which: str) -> dict:
 
 class _BlendTriton(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, means, scales, rotations, colors, opacities, height, width, mode):
-        bins = bin_gaussians(means, scales, rotations, height, width)
+    def forward(ctx, means, scales, rotations, colors, opacities, height, width, mode, bound):
+        bins = bin_gaussians(means, scales, rotations, height, width, bound)
         params, conic64 = _prepare(means, scales, rotations, colors, opacities)
         image, trans, last = _blend_forward(params, conic64, bins, height, width, mode)
         ctx.save_for_backward(scales, rotations, params, conic64, bins.ranges, bins.gids, trans, last)
@@ -445,7 +446,7 @@ class _BlendTriton(torch.autograd.Function):
         grad_image = grad_image.to(torch.float32)
         grads = _blend_backward(grad_image, params, conic64, bins, trans, last, height, width, mode)
         grad_scales, grad_rot = _conic_grads(scales, rotations, grads)
-        return grads[:, 0:2], grad_scales, grad_rot, grads[:, 6:9], grads[:, 5], None, None, None
+        return grads[:, 0:2], grad_scales, grad_rot, grads[:, 6:9], grads[:, 5], None, None, None, None
 
 
 def render_triton(
@@ -457,10 +458,11 @@ def render_triton(
     height: int,
     width: int,
     mode: str = "alpha",
+    bound: PairBound | None = None,  # sizes binning's buffers with no read back (see kernels.pair_bound)
 ) -> Tensor:  # [H, W, 3], dtype of ``colors``
     """``render_reference`` with Triton kernels: float32 inside, differentiable in every tensor."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     args = [t.to(torch.float32).contiguous() for t in (means, scales, rotations, colors, opacities)]
-    image = _BlendTriton.apply(*args, height, width, mode)
+    image = _BlendTriton.apply(*args, height, width, mode, bound)
     return image.to(colors.dtype)

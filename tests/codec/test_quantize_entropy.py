@@ -8,7 +8,7 @@ from codec.entropy import BitReader, BitWriter, SymbolDecoder, SymbolEncoder, ca
 from codec.entropy import uniform, write_histogram
 from codec.errors import BitstreamError
 from codec.quantize import fake_quantize, kmeans
-from codec.quantized import dequantize_uniform, half_range, quantize_uniform
+from codec.quantized import dequantize_uniform, grid_steps, half_range, quantize_uniform
 
 
 def test_kmeans_finds_separated_clusters():
@@ -32,8 +32,8 @@ def test_kmeans_keeps_every_entry_in_use():
 @pytest.mark.parametrize("bits", [2, 6, 8, 12])
 def test_quantisation_error_is_at_most_half_a_step(bits):
     rng = np.random.default_rng(bits)
-    values = rng.normal(size=(500, 3)) * [1.0, 5.0, 0.01]
-    ranges = half_range(values)
+    values = (rng.normal(size=(500, 3)) * [1.0, 5.0, 0.01]).astype(np.float32)
+    ranges = half_range(torch.from_numpy(values)).numpy()
     assert (ranges[:, 0] <= values.min(0)).all() and (ranges[:, 1] >= values.max(0)).all()
     assert np.array_equal(ranges, ranges.astype(np.float16).astype(np.float32))
     symbols = quantize_uniform(values, ranges, bits)
@@ -45,14 +45,62 @@ def test_quantisation_error_is_at_most_half_a_step(bits):
 
 def test_fake_quantize_matches_the_decoder_and_passes_gradients():
     rng = np.random.default_rng(0)
-    values = rng.uniform(-2, 3, size=(100, 2))
-    ranges = half_range(values)
-    tensor = torch.tensor(values, dtype=torch.float32, requires_grad=True)
+    values = rng.uniform(-2, 3, size=(100, 2)).astype(np.float32)
+    tensor = torch.tensor(values, requires_grad=True)
+    ranges = half_range(tensor)
     snapped = fake_quantize(tensor, ranges, 6)
+    ranges = ranges.numpy()
     decoded = dequantize_uniform(quantize_uniform(values, ranges, 6), ranges, 6)
     np.testing.assert_allclose(snapped.detach().numpy(), decoded, atol=1e-5)
     snapped.sum().backward()
     assert torch.equal(tensor.grad, torch.ones_like(tensor))
+
+
+def _numpy_half_range(values: np.ndarray) -> np.ndarray:  # the host formula the encoder used before issue 18
+    lo = values.min(axis=0).astype(np.float64)
+    hi = values.max(axis=0).astype(np.float64)
+    with np.errstate(over="ignore"):  # beyond 65504 rounds, and steps, to inf, as intended
+        lo16, hi16 = lo.astype(np.float16), hi.astype(np.float16)
+        lo16 = np.where(lo16.astype(np.float64) > lo, np.nextafter(lo16, np.float16(-np.inf)), lo16)
+        hi16 = np.where(hi16.astype(np.float64) < hi, np.nextafter(hi16, np.float16(np.inf)), hi16)
+    return np.stack([lo16, hi16], axis=1).astype(np.float32)
+
+
+def _float16_edges() -> np.ndarray:  # [P] float32: every finite float16, the midpoints, a float32 ulp either side
+    halves = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
+    halves = np.unique(halves[np.isfinite(halves)].astype(np.float32))
+    mids = (halves[:-1] + halves[1:]) / 2  # exact in float32: the ties of float16 rounding
+    points = np.concatenate([halves, mids, [65505.0, 65519.0, 65520.0, 7e4, 1e-9, 3e-8, 1e-30]])
+    points = np.concatenate([points, -points])
+    return np.concatenate([points, np.nextafter(points, np.float32(np.inf)),
+                           np.nextafter(points, np.float32(-np.inf))]).astype(np.float32)
+
+
+def test_half_range_on_the_device_is_bit_identical_to_numpy():
+    """Every float16 rounding case (ties to even, zeros of both signs, subnormals, overflow to inf): each
+    value as a column's min and max, then random columns; compared bit for bit."""
+    edges = _float16_edges()[None, :]  # [1, P]: each point is its column's min and max
+    rng = np.random.default_rng(7)
+    spread = (rng.normal(size=(300, 64)) * np.logspace(-9, 5, 64)).astype(np.float32)
+    for values in (edges, spread, np.concatenate([edges, edges[:, ::-1]])):
+        got = half_range(torch.from_numpy(values)).numpy()
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got.view(np.int32), _numpy_half_range(values).view(np.int32))
+
+
+def test_fake_quantize_steps_match_the_host_grid():
+    """The device step (float64 span, rounded once) is the host's ``grid_steps``, so training snaps
+    to exactly the grid the file is written on."""
+    rng = np.random.default_rng(3)
+    values = rng.uniform(-4, 5, size=(400, 4)).astype(np.float32)
+    ranges = half_range(torch.from_numpy(values))
+    for bits in (3, 6, 10):
+        snapped = fake_quantize(torch.from_numpy(values), ranges, bits).numpy()
+        host = ranges.numpy()
+        step = torch.as_tensor(grid_steps(host, bits), dtype=torch.float32).numpy()
+        lo = host[:, 0]
+        expected = np.clip(np.round((values - lo) / step), 0, 2**bits - 1) * step + lo
+        np.testing.assert_array_equal(snapped, values + (expected - values))
 
 
 def test_bit_writer_reader_roundtrip():

@@ -19,7 +19,8 @@ import zlib
 import pytest
 import torch
 
-from kernels import render
+from host_sync import HostSyncRecorder
+from kernels import PairBound, render
 from kernels import triton_blend
 from kernels.binning import TILE, bin_gaussians, bin_gaussians_reference
 from kernels.reference import ALPHA_MAX, render_reference
@@ -248,6 +249,57 @@ def test_binning_matches_torch_binning(shape):
     assert (got.tiles_x, got.tiles_y) == (ref.tiles_x, ref.tiles_y)
     assert torch.equal(got.ranges.cpu(), ref.ranges)
     assert torch.equal(got.gids.cpu(), ref.gids)
+
+
+def _bin_scene(name: str, height=48, width=64, n=300):
+    params = random_scene(_generator(name), n, height, width, margin=12.0, scale=(0.2, 12.0))
+    return [params[k].to(DEVICE) for k in ("means", "scales", "rotations")], height, width
+
+
+def test_binning_with_a_bound_reads_nothing_back_and_matches():
+    """Issue 18: sized from a PairBound, binning makes no host round trip after the first render, and
+    its tile lists are exactly those of the counted sizing (the spare slots sort past the last tile)."""
+    args, height, width = _bin_scene("bins-bound")
+    exact = bin_gaussians(*args, height, width)
+    bound = PairBound()
+    bin_gaussians(*args, height, width, bound)  # the first render sizes the bound
+    with HostSyncRecorder() as syncs:
+        got = bin_gaussians(*args, height, width, bound)
+    assert [str(s) for s in syncs.events] == []
+    pairs = int(exact.ranges[-1])
+    assert got.gids.shape[0] == bound.capacity > pairs
+    assert torch.equal(got.ranges, exact.ranges)
+    assert torch.equal(got.gids[:pairs], exact.gids)
+    assert bound.check() is False and bound.capacity >= 2 * pairs
+
+
+def test_a_bound_that_overflows_is_reported_at_the_check_and_grows():
+    args, height, width = _bin_scene("bins-overflow")
+    exact = bin_gaussians(*args, height, width)
+    pairs = int(exact.ranges[-1])
+    bound = PairBound()
+    bound.capacity = pairs // 3  # as if the Gaussians had grown since the last check
+    clipped = bin_gaussians(*args, height, width, bound)
+    assert int(clipped.ranges[-1]) == pairs // 3  # only the pairs that fit, each one a real pair
+    real = {(t, g) for t in range(len(exact.ranges) - 1)
+            for g in exact.gids[exact.ranges[t]:exact.ranges[t + 1]].tolist()}
+    kept = {(t, g) for t in range(len(clipped.ranges) - 1)
+            for g in clipped.gids[clipped.ranges[t]:clipped.ranges[t + 1]].tolist()}
+    assert kept <= real and len(kept) == pairs // 3
+    assert bound.check() is True and bound.capacity >= 2 * pairs
+    again = bin_gaussians(*args, height, width, bound)
+    assert torch.equal(again.ranges, exact.ranges) and torch.equal(again.gids[:pairs], exact.gids)
+    assert bound.check() is False
+
+
+def test_render_with_a_bound_matches_render_without():
+    args, height, width = _bin_scene("render-bound", n=120)
+    gen = _generator("render-bound-colours")
+    colors, opacities = torch.rand(120, 3, generator=gen).to(DEVICE), torch.rand(120, generator=gen).to(DEVICE)
+    bound = PairBound()
+    with_bound = render(*args, colors, opacities, height, width, "alpha", backend="triton", pair_bound=bound)
+    without = render(*args, colors, opacities, height, width, "alpha", backend="triton")
+    assert torch.equal(with_bound, without)
 
 
 def test_float64_inputs_come_back_float64_and_match():
