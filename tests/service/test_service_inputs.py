@@ -91,6 +91,7 @@ REJECTED = {
     "png_signature_only": (PNG[:8], "image/png", 422, "corrupt_image"),
     "huge_header_png": (huge_header_png(), "image/png", 413, "image_too_large"),
     "over_max_pixels": (huge_header_png(5000, 5000), "image/png", 413, "image_too_large"),
+    "wider_than_the_format": (image_bytes(20000, 3), "image/png", 413, "image_too_large"),
 }
 
 
