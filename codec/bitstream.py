@@ -140,6 +140,11 @@ def parse_header(data: bytes) -> Header:
         raise BitstreamError("k_shape", "must be 0 exactly when the shape is coded per Gaussian")
     if per_gaussian and fields["shape_bits"] > MAX_SCALAR_BITS:
         raise BitstreamError("shape_bits", f"{fields['shape_bits']} exceeds {MAX_SCALAR_BITS} for per-Gaussian shapes")
+    # Columns (and unsorted rows) are uniform: N of them need N * b payload bits, whatever else is coded.
+    uniform_bits = fields["n_gaussians"] * fields["position_bits"] * (1 if fields["flags"] & 2 else 2)
+    if fields["payload_length"] * 8 + 64 < uniform_bits:
+        raise BitstreamError("payload_length", f"{fields['payload_length']} bytes cannot hold the positions of "
+                                               f"{fields['n_gaussians']} Gaussians")
     most = _most_side_bytes(fields, per_gaussian)
     if fields["side_length"] > most:
         raise BitstreamError("side_length", f"{fields['side_length']} bytes, but these counts need at most {most}")

@@ -74,7 +74,7 @@ def test_bit_flips_with_valid_checksum_never_crash(encoded):
     ("position_bits", 30, "position_bits"),
     ("k_shape", 4000, "k_shape"),
     ("side_length", 2**31, "side_length"),
-    ("payload_length", 12, "length"),
+    ("payload_length", 12, "payload_length"),  # too short for the positions, before the length check
 ])
 def test_header_fields_are_range_checked(encoded, name, value, field):
     data = _patched(encoded.data, name, value)
