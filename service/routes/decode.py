@@ -14,6 +14,7 @@ import numpy as np
 from fastapi import APIRouter, Query, Request, Response
 from PIL import Image
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
 import codec
@@ -73,8 +74,9 @@ async def _read_bitstream(request: Request, max_bytes: int) -> bytes:
                 if not isinstance(part, UploadFile):
                     raise Problem(422, "missing_file", "the multipart form has no file part named 'file'")
                 return await part.read(max_bytes + 1)
-        except MultiPartException as exc:
-            raise Problem(400, "bad_multipart", f"the multipart body cannot be parsed: {exc.message}") from None
+        except (MultiPartException, HTTPException) as exc:  # Starlette turns the parser's error into a 400
+            detail = exc.message if isinstance(exc, MultiPartException) else exc.detail
+            raise Problem(400, "bad_multipart", f"the multipart body cannot be parsed: {detail}") from None
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
