@@ -14,6 +14,7 @@ from service.app import create_app
 from service.queue.lock import DataDirInUse, DataDirLock
 from service.queue.store import JobStore, StoreDamaged
 from service.settings import Settings
+from service.timeouts import with_read_timeout
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, *, settings: Settings | None = None) -> None:
@@ -36,7 +37,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, *, settings: Settings | Non
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
     config = uvicorn.Config(app, host=host, port=port, log_level=level, timeout_graceful_shutdown=30,
-                            server_header=False)
+                            server_header=False, http=with_read_timeout(settings.request_read_timeout))
     uvicorn.Server(config).run()
 
 

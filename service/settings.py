@@ -40,4 +40,6 @@ class Settings(BaseSettings):
                                     "more requests wait their turn.")
     max_iterations: int = Field(20_000, ge=1, description="Upper bound of the 'iterations' encode knob.")
     max_attempts: int = Field(3, ge=1, description="A job whose worker died this many times fails.")
+    request_read_timeout: float = Field(60.0, gt=0, description="Seconds a client has to send a whole "
+                                        "request, head and body; a slower one is disconnected.")
     log_level: str = Field("info", description="uvicorn / service log level.")
