@@ -27,6 +27,7 @@ def test_not_ready_without_workers(idle_client):
     assert ready.status_code == 503
     assert ready.headers["content-type"].startswith("application/problem+json")
     assert ready.json()["code"] == "not_ready" and ready.json()["workers"] == []
+    assert ready.json()["status"] == 503  # problem+json's status, found by the schema fuzz
 
 
 def test_metrics(client, bitstream):
