@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from codec.bitstream import MAX_PIXELS, Header, parse_header
-from codec.decoder import decode_array
+from codec.decoder import MAX_EVALUATIONS, decode_array
 from codec.encoder import ProgressCallback, encode_array
 from codec.image_io import DEFAULT_MAX_PIXELS, load_image
 from codec.options import EncodeOptions
@@ -67,16 +67,18 @@ def encode_with_report(
 
 
 def decode(data, *, device: str | None = None, width: int | None = None, height: int | None = None,
-           scale: float | None = None, box=None, max_pixels: int = MAX_PIXELS) -> np.ndarray:  # [H, W, 3] uint8
+           scale: float | None = None, box=None, max_pixels: int = MAX_PIXELS,
+           max_evaluations: int = MAX_EVALUATIONS) -> np.ndarray:  # [H, W, 3] uint8
     """Decode a .gsi bitstream (bytes-like, or a path to a file) to pixels; the same bytes always give the
     same pixels on CPU.
 
     ``box=(left, top, right, bottom)`` (pixels of the encoded picture) renders only that region;
     ``width`` and/or ``height`` (one alone keeps the aspect) or ``scale`` render it at that size, directly
-    from the Gaussians. Bad options or an output above ``max_pixels`` raise ``DecodeOptionError``.
+    from the Gaussians. Bad options raise ``DecodeOptionError``; an output above ``max_pixels``, or a render
+    of more than ``max_evaluations`` Gaussian-pixel pairs, ``DecodeLimitError`` (checked before rendering).
     """
     return decode_array(_bitstream_bytes(data), device=device, width=width, height=height, scale=scale, box=box,
-                        max_pixels=max_pixels)
+                        max_pixels=max_pixels, max_evaluations=max_evaluations)
 
 
 def decoded_size(header: Header, *, width: int | None = None, height: int | None = None,

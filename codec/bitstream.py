@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from codec.entropy import BitReader, BitWriter, SymbolDecoder, SymbolEncoder, categorical, read_histogram
-from codec.entropy import uniform, write_histogram
+from codec.entropy import BitReader, BitWriter, SymbolDecoder, categorical, encode_symbols, information_bits
+from codec.entropy import read_histogram, uniform, write_histogram
 from codec.errors import BitstreamError
 from codec.quantized import BLEND_MODES, COLOR_COLUMNS, RANGE_BOUNDS, SHAPE_COLUMNS, Layout, QuantizedGaussians
 
@@ -101,16 +101,13 @@ def write_bitstream(q: QuantizedGaussians) -> bytes:
     if not layout.shape_per_gaussian:
         side.write_array(q.shape_codebook, layout.shape_bits)
     side.write_array(q.color_codebook, layout.color_bits)
-    symbols = SymbolEncoder()
-    symbols.encode(rows, row_model)
-    symbols.encode(q.x, uniform(layout.position_bits))
     if layout.shape_per_gaussian:
-        for column, model in zip(q.shape_codebook.T, shape_models):
-            symbols.encode(column, model)
+        shape_streams = list(zip(q.shape_codebook.T, shape_models))
     else:
-        symbols.encode(q.shape_index, shape_model)
-    symbols.encode(q.color_index, categorical(color_counts))
-    side_bytes, payload = side.getvalue(), symbols.getvalue()
+        shape_streams = [(q.shape_index, shape_model)]
+    payload = encode_symbols([(rows, row_model), (q.x, uniform(layout.position_bits)), *shape_streams,
+                              (q.color_index, categorical(color_counts))])
+    side_bytes = side.getvalue()
     flags = (BLEND_MODES.index(layout.blend_mode) | (int(layout.rows_sorted) << 1)
              | (int(layout.shape_per_gaussian) << 2))
     values = [VERSION, flags, layout.width, layout.height, n, layout.position_bits, q.k_shape, q.k_color,
@@ -143,6 +140,14 @@ def parse_header(data: bytes) -> Header:
         raise BitstreamError("k_shape", "must be 0 exactly when the shape is coded per Gaussian")
     if per_gaussian and fields["shape_bits"] > MAX_SCALAR_BITS:
         raise BitstreamError("shape_bits", f"{fields['shape_bits']} exceeds {MAX_SCALAR_BITS} for per-Gaussian shapes")
+    # Columns (and unsorted rows) are uniform: N of them need N * b payload bits, whatever else is coded.
+    uniform_bits = fields["n_gaussians"] * fields["position_bits"] * (1 if fields["flags"] & 2 else 2)
+    if fields["payload_length"] * 8 + 64 < uniform_bits:
+        raise BitstreamError("payload_length", f"{fields['payload_length']} bytes cannot hold the positions of "
+                                               f"{fields['n_gaussians']} Gaussians")
+    most = _most_side_bytes(fields, per_gaussian)
+    if fields["side_length"] > most:
+        raise BitstreamError("side_length", f"{fields['side_length']} bytes, but these counts need at most {most}")
     expected = HEADER_BYTES + fields["side_length"] + fields["payload_length"] + CRC_BYTES
     if len(data) != expected:
         raise BitstreamError("length", f"{len(data)} bytes, but the header declares {expected}")
@@ -161,31 +166,36 @@ def read_bitstream(data: bytes) -> QuantizedGaussians:
     header = parse_header(data)
     n = header.n_gaussians
     side = BitReader(data[HEADER_BYTES: HEADER_BYTES + header.side_length], "side_info")
+    # The payload's streams in order: (field, model, the histogram it was built from; None when uniform).
+    streams: list[tuple[str, object, np.ndarray | None]] = []
     if header.rows_sorted:
         row_alphabet = side.read_gamma(1 << header.position_bits)
-        row_model = categorical(read_histogram(side, row_alphabet, n))
+        row_counts = read_histogram(side, row_alphabet, n)
+        streams.append(("payload.rows", categorical(row_counts), row_counts))
     else:
-        row_model = uniform(header.position_bits)
+        streams.append(("payload.rows", uniform(header.position_bits), None))
+    streams.append(("payload.x", uniform(header.position_bits), None))
     if header.shape_per_gaussian:
-        shape_models = [categorical(read_histogram(side, 1 << header.shape_bits, n)) for _ in SHAPE_COLUMNS]
+        shape_counts = [(f"payload.{name}", read_histogram(side, 1 << header.shape_bits, n)) for name in SHAPE_COLUMNS]
     else:
-        shape_model = categorical(read_histogram(side, header.k_shape, n))
+        shape_counts = [("payload.shape_index", read_histogram(side, header.k_shape, n))]
     color_counts = read_histogram(side, header.k_color, n)
+    streams += [(field, categorical(counts), counts) for field, counts in shape_counts]
+    streams.append(("payload.color_index", categorical(color_counts), color_counts))
     if not header.shape_per_gaussian:
         shape_codebook = side.read_array(header.k_shape * len(SHAPE_COLUMNS), header.shape_bits)
     color_codebook = side.read_array(header.k_color * len(COLOR_COLUMNS), header.color_bits)
     if side.remaining_bits() >= 8:
         raise BitstreamError("side_length", f"{side.remaining_bits()} bits left over after the codebooks")
-    payload = SymbolDecoder(data[HEADER_BYTES + header.side_length: len(data) - CRC_BYTES])
-    rows = payload.decode(row_model, n, "payload.rows")
-    x = payload.decode(uniform(header.position_bits), n, "payload.x")
+    payload = data[HEADER_BYTES + header.side_length: len(data) - CRC_BYTES]
+    decoded = _read_payload(payload, streams, n, header.position_bits)
+    rows, x = decoded[0], decoded[1]
     if header.shape_per_gaussian:
-        shape_codebook = np.stack([payload.decode(model, n, f"payload.{name}")
-                                   for model, name in zip(shape_models, SHAPE_COLUMNS)], 1).ravel()
+        shape_codebook = np.stack(decoded[2:5], 1).ravel()
         shape_index = np.arange(n)
     else:
-        shape_index = payload.decode(shape_model, n, "payload.shape_index")
-    color_index = payload.decode(categorical(color_counts), n, "payload.color_index")
+        shape_index = decoded[2]
+    color_index = decoded[-1]
     y = np.cumsum(rows) if header.rows_sorted else rows
     if n and y.max() >= (1 << header.position_bits):
         raise BitstreamError("payload.rows", "positions run past the grid")
@@ -194,6 +204,48 @@ def read_bitstream(data: bytes) -> QuantizedGaussians:
         shape_index=shape_index, color_codebook=color_codebook.reshape(header.k_color, len(COLOR_COLUMNS)),
         color_index=color_index,
     )
+
+
+def _read_payload(payload: bytes, streams, n: int, position_bits: int) -> list[np.ndarray]:
+    """Decode N symbols per stream, holding the payload to them: no symbol may come from past its end, no
+    word may follow the last one, and each histogram must be the one of its symbols. The decode work is
+    bounded by the bytes present: N is checked against the fewest bits its streams can take first."""
+    fewest = sum(information_bits(counts) if counts is not None else n * position_bits for _, _, counts in streams)
+    # A range coder cannot beat the information content by more than its 64-bit state.
+    if len(payload) * 8 + 64 < fewest:
+        raise BitstreamError("payload_length", f"{len(payload)} bytes cannot hold {n} Gaussians "
+                                               f"(at least {fewest / 8:.0f} bytes)")
+    decoder = SymbolDecoder(payload)
+    decoded = [decoder.decode(model, n, field) for field, model, _ in streams]
+    for (field, _, counts), symbols in zip(streams, decoded):
+        if counts is not None and not np.array_equal(np.bincount(symbols, minlength=len(counts)), counts):
+            raise BitstreamError(field, "the decoded symbols do not match their histogram")
+    # The encoder is deterministic, so a payload that is exactly what it writes for these symbols was read
+    # through, word for word; anything else was cut short, padded or tampered with.
+    try:
+        expected = encode_symbols((symbols, model) for symbols, (_, model, _) in zip(decoded, streams))
+    except Exception as exc:  # constriction refuses a symbol its model gives no mass
+        raise BitstreamError("payload", f"a decoded symbol cannot be coded: {exc}") from exc
+    if len(expected) > len(payload):
+        raise BitstreamError("payload", f"ends {len(expected) - len(payload)} bytes before its {n} Gaussians")
+    if len(expected) < len(payload):
+        raise BitstreamError("payload", f"{len(payload) - len(expected)} bytes follow the last symbol")
+    if expected != payload:
+        raise BitstreamError("payload", "is not the range coding of the symbols it decodes to")
+    return decoded
+
+
+def _most_side_bytes(fields: dict, per_gaussian: bool) -> int:
+    """The longest side information the header's counts allow (every histogram count at its longest code),
+    so a file cannot make the reader hold more side bytes than it could ever read."""
+    count_bits = 2 * (fields["n_gaussians"] + 1).bit_length() - 1  # Elias gamma of a count + 1 <= N + 1
+    position_bits = fields["position_bits"]
+    counts = fields["k_color"] + (3 << fields["shape_bits"] if per_gaussian else fields["k_shape"])
+    rows = 2 * position_bits + 1 + (count_bits << position_bits) if fields["flags"] & 2 else 0  # gap histogram
+    bits = (rows + counts * count_bits
+            + fields["k_shape"] * len(SHAPE_COLUMNS) * fields["shape_bits"]
+            + fields["k_color"] * len(COLOR_COLUMNS) * fields["color_bits"])
+    return -(-bits // 8)
 
 
 def _check(field: Field, value: int) -> None:

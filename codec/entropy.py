@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import constriction
 import numpy as np
+from numba import njit
 
 from codec.errors import BitstreamError
 
@@ -67,18 +68,43 @@ class BitReader:
         return bits @ (1 << np.arange(width - 1, -1, -1, dtype=np.int64)) if width else np.zeros(count, np.int64)
 
     def read_gamma(self, limit: int) -> int:
-        zeros = 0
-        while self.read(1) == 0:
-            zeros += 1
-            if zeros > limit.bit_length():
-                raise BitstreamError(self.field, f"a count exceeds {limit}")
-        value = (1 << zeros) | (self.read(zeros) if zeros else 0)
-        if value > limit:
-            raise BitstreamError(self.field, f"a count {value} exceeds {limit}")
-        return value
+        return int(self.read_gammas(1, limit)[0])
+
+    def read_gammas(self, count: int, limit: int) -> np.ndarray:
+        """``count`` Elias gamma codes, each at most ``limit``."""
+        values, pos = _read_gammas(self._bits, self._pos, count, limit, limit.bit_length())
+        if pos == -1:
+            raise BitstreamError(self.field, "ends before all fields were read")
+        if pos == -2:
+            raise BitstreamError(self.field, f"a count exceeds {limit}")
+        self._pos = pos
+        return values
 
     def remaining_bits(self) -> int:
         return len(self._bits) - self._pos
+
+
+@njit(cache=True)
+def _read_gammas(bits, pos, count, limit, max_zeros):  # ([count] values, next position; -1 past the end, -2 too big)
+    # Compiled: a histogram is thousands of codes, and a file must not buy seconds of bit-by-bit Python.
+    values = np.zeros(count, np.int64)
+    for i in range(count):
+        zeros = 0
+        while pos < len(bits) and bits[pos] == 0:
+            zeros += 1
+            pos += 1
+            if zeros > max_zeros:
+                return values, -2
+        if pos + zeros + 1 > len(bits):
+            return values, -1
+        value = 0
+        for k in range(zeros + 1):
+            value = (value << 1) | bits[pos + k]
+        pos += zeros + 1
+        if value > limit:
+            return values, -2
+        values[i] = value
+    return values, pos
 
 
 def write_histogram(writer: BitWriter, symbols: np.ndarray, alphabet: int) -> np.ndarray:
@@ -91,7 +117,7 @@ def write_histogram(writer: BitWriter, symbols: np.ndarray, alphabet: int) -> np
 
 def read_histogram(reader: BitReader, alphabet: int, total: int) -> np.ndarray:
     """Read counts written by ``write_histogram``; they must add up to ``total`` symbols."""
-    counts = np.array([reader.read_gamma(total + 1) - 1 for _ in range(alphabet)], dtype=np.int64)
+    counts = reader.read_gammas(alphabet, total + 1) - 1
     if counts.sum() != total:
         raise BitstreamError(reader.field, f"histogram counts add up to {counts.sum()}, expected {total}")
     return counts
@@ -107,7 +133,9 @@ class Constant:
 def categorical(counts: np.ndarray):
     """The model both sides build from the same integer counts (zero-count symbols get no mass)."""
     used = counts > 0
-    if used.sum() == 1:  # constriction cannot build a one-symbol distribution, and it would carry nothing
+    # constriction cannot build a one-symbol distribution, and it would carry nothing; no symbol at all (an
+    # empty file's histograms) is decoded zero times, so any constant will do.
+    if used.sum() <= 1:
         return Constant(int(np.argmax(used)))
     probabilities = np.where(used, counts, 0).astype(np.float64) / max(int(counts.sum()), 1)
     return constriction.stream.model.Categorical(probabilities, perfect=False)
@@ -116,6 +144,20 @@ def categorical(counts: np.ndarray):
 def uniform(bits: int):
     """The model of a symbol spread evenly over 2^bits values (no side information needed)."""
     return constriction.stream.model.Uniform(1 << bits)
+
+
+def information_bits(counts: np.ndarray) -> float:
+    """The fewest bits any coder can spend on symbols with these counts: their count times their entropy."""
+    used = counts[counts > 0].astype(np.float64)
+    return float((used * np.log2(used.sum() / used)).sum()) if len(used) else 0.0
+
+
+def encode_symbols(streams) -> bytes:
+    """The payload of (symbols, model) streams coded one after another."""
+    encoder = SymbolEncoder()
+    for symbols, model in streams:
+        encoder.encode(symbols, model)
+    return encoder.getvalue()
 
 
 class SymbolEncoder:

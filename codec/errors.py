@@ -21,6 +21,11 @@ class DecodeOptionError(CodecError, ValueError):
         self.field = field
 
 
+class DecodeLimitError(DecodeOptionError):
+    """A decode would cost more than its limits allow: ``field`` is "size" (output pixels) or "evaluations"
+    (Gaussian-pixel pairs the render would visit)."""
+
+
 class ImageError(CodecError, ValueError):
     """An input image cannot be read or is not supported; ``code`` is a stable machine-readable tag."""
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from codec.bitstream import MAX_SIDE
 from codec.errors import ImageError
 
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -24,7 +25,7 @@ DEFAULT_MAX_PIXELS = 40_000_000
 def load_image(source, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:  # [H, W, 3] uint8
     """Read ``source`` (path, encoded bytes, PIL image or array) into an [H, W, 3] uint8 array."""
     if isinstance(source, np.ndarray):
-        return _array_to_rgb8(source)
+        return _array_to_rgb8(source, max_pixels)
     if isinstance(source, Image.Image):
         return _pil_to_rgb8(source, max_pixels)
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -61,8 +62,7 @@ def _pil_to_rgb8(image: Image.Image, max_pixels: int) -> np.ndarray:
     width, height = image.size
     if width < 1 or height < 1:
         raise ImageError("empty_image", f"image has no pixels ({width}x{height})")
-    if width * height > max_pixels:
-        raise ImageError("image_too_large", f"image has {width}x{height} pixels, more than {max_pixels}")
+    _check_size(width, height, max_pixels)
     image.load()
     image = ImageOps.exif_transpose(image)
     mode = image.mode
@@ -79,11 +79,21 @@ def _pil_to_rgb8(image: Image.Image, max_pixels: int) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
-def _array_to_rgb8(array: np.ndarray) -> np.ndarray:
+def _check_size(width: int, height: int, max_pixels: int) -> None:
+    """Before anything is decoded or trained: the pixel budget, and the sides a .gsi header can hold."""
+    if width * height > max_pixels:
+        raise ImageError("image_too_large", f"image has {width}x{height} pixels, more than {max_pixels}")
+    if max(width, height) > MAX_SIDE:
+        raise ImageError("image_too_large", f"image is {width}x{height}; a side of more than {MAX_SIDE} pixels "
+                                            "does not fit the format")
+
+
+def _array_to_rgb8(array: np.ndarray, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     if array.ndim == 2:
         array = array[:, :, None]
     if array.ndim != 3 or array.shape[2] not in (1, 3, 4) or array.shape[0] < 1 or array.shape[1] < 1:
         raise ImageError("bad_shape", f"expected an [H, W], [H, W, 3] or [H, W, 4] array, got {array.shape}")
+    _check_size(array.shape[1], array.shape[0], max_pixels)
     if array.shape[2] == 4:
         alpha = _unit_range(array[:, :, 3:])
         array = _unit_range(array[:, :, :3]) * alpha + (1 - alpha)

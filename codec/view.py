@@ -19,7 +19,7 @@ from numbers import Integral, Real
 import torch
 from torch import Tensor
 
-from codec.errors import DecodeOptionError
+from codec.errors import DecodeLimitError, DecodeOptionError
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def plan_view(
         out_w = int(width) if width is not None else _side(box_w * height / box_h) if height is not None else _side(box_w)
         out_h = int(height) if height is not None else _side(box_h * out_w / box_w)
     if max_pixels is not None and out_w * out_h > max_pixels:
-        raise DecodeOptionError("size", f"a {out_w}x{out_h} output is more than the {max_pixels} pixels allowed")
+        raise DecodeLimitError("size", f"a {out_w}x{out_h} output is more than the {max_pixels} pixels allowed")
     return View(left, top, right, bottom, out_w, out_h)
 
 

@@ -103,12 +103,11 @@ def _forward(
     start,  # [T + 1] int64
     ids,  # [P] int64
     chunks,  # [C + 1] int64 first tile of each chunk
-    height: int,
-    width: int,
+    img,  # [H, W, 3] out: float64, or float32 when no gradient follows (pixels are summed in float64 anyway)
     alpha_mode: bool,
-):  # [H, W, 3] float64
+):  # img
+    height, width = img.shape[0], img.shape[1]
     tiles_x = (width + TILE_W - 1) // TILE_W
-    img = np.zeros((height, width, 3))
     for ch in prange(chunks.shape[0] - 1):
         trans = np.empty((TILE_H, TILE_W))
         acc = np.empty((TILE_H, TILE_W, 3))
@@ -286,7 +285,12 @@ class _RenderCPU(torch.autograd.Function):
         conic = torch.stack([a, b, c], dim=1)
         binning = _prepare(means, scales, rotations, height, width)
         arrays = (_f64(means), conic.numpy(), _f64(colors), _f64(opacities))
-        img = _forward(*arrays, *binning, height, width, mode == "alpha")
+        if not any(ctx.needs_input_grad) and colors.dtype == torch.float32:
+            # Inference (a decode): float32 pixels straight from the tiles, the same values the cast of the
+            # float64 image gives, at a third of the memory (no full-image float64 buffer, no copy).
+            return torch.from_numpy(_forward(*arrays, *binning, np.zeros((height, width, 3), np.float32),
+                                             mode == "alpha"))
+        img = _forward(*arrays, *binning, np.zeros((height, width, 3)), mode == "alpha")
         ctx.save_for_backward(means, scales, rotations, colors, opacities)
         ctx.state = (conic, binning, img, mode)
         return _tensor(img, colors.dtype)  # a copy: img must survive in-place edits of the output

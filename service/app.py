@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.routing import Mount, Route
 
+from service.auth import ApiKeyMiddleware, key_digests
 from service.errors import install_error_handlers
 from service.limits import BodyLimitMiddleware
 from service.metrics import Metrics, MetricsMiddleware
@@ -76,5 +77,7 @@ def create_app(settings: Settings | None = None, *, queue: JobQueue | None = Non
     app.mount(docs.ASSETS, StaticFiles(packages=[docs.ASSETS_PACKAGE]), name="docs-assets")
     # Outermost last: the metrics see every answer, the 413s of the body cap included.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    if settings.api_keys:  # before the body is read: a caller without a key uploads nothing
+        app.add_middleware(ApiKeyMiddleware, digests=key_digests(settings.api_keys))
     app.add_middleware(MetricsMiddleware, metrics=metrics, templates=lambda: route_templates(app))
     return app

@@ -103,7 +103,8 @@ def install_error_handlers(app: FastAPI) -> None:
         errors = [{"loc": [str(part) for part in error.get("loc", ())], "type": error.get("type", ""),
                    "msg": error.get("msg", "")} for error in exc.errors()]
         code = "invalid_request"
-        if any(e["loc"][-1:] == ["file"] and e["type"] == "missing" for e in errors):
+        # No `file` part, or one without a filename (which the form parser hands over as a plain string).
+        if any(e["loc"][-1:] == ["file"] and (e["type"] == "missing" or "UploadFile" in e["msg"]) for e in errors):
             code = "missing_file"
         message = "; ".join(f"{'.'.join(e['loc'][1:]) or e['loc'][0] if e['loc'] else 'request'}: {e['msg']}"
                             for e in errors) or "invalid request"

@@ -15,6 +15,10 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _ENCODE_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 
 
+# The methods counted by name; a client may send any token as a method, and each would be a new series.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -88,5 +92,6 @@ class MetricsMiddleware:
         finally:
             template = self._template(scope)
             method = scope.get("method", "")
+            method = method if method in _METHODS else "other"  # any token is a method: keep the labels few
             self.metrics.requests.labels(template, method, str(status)).inc()
             self.metrics.request_seconds.labels(template, method).observe(time.perf_counter() - started)

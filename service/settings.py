@@ -17,6 +17,13 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(32 * 1024 * 1024, ge=1, description="Largest request body accepted (413 above).")
     max_pixels: int = Field(16_777_216, ge=1, description="Largest image (width x height) accepted, "
                             "checked from the header before decoding; applies to uploads and to /decode.")
+    # The two decode limits bound what one /decode costs whatever the file claims; at the defaults the
+    # worst file takes about half a second and 200 MB on a 2-core CPU (tests/codec/test_hostile_files.py).
+    decode_max_pixels: int = Field(4_194_304, ge=1, description="Largest /decode output (width x height); "
+                                   "the smaller of this and max_pixels applies.")
+    decode_max_evaluations: int = Field(32_000_000, ge=1, description="Most work one /decode may take, in "
+                                        "Gaussian-pixel evaluations (each Gaussian's 3-sigma box, plus 2048 per "
+                                        "Gaussian), checked before rendering.")
     queue_size: int = Field(64, ge=1, description="Most jobs waiting to run; a full queue answers 429.")
     retention_seconds: float = Field(86_400.0, gt=0, description="How long a finished job's result is kept.")
     queue_url: str | None = Field(None, pattern=r"^rediss?://", description="redis://host:port/db: keep "
@@ -33,4 +40,9 @@ class Settings(BaseSettings):
                                     "more requests wait their turn.")
     max_iterations: int = Field(20_000, ge=1, description="Upper bound of the 'iterations' encode knob.")
     max_attempts: int = Field(3, ge=1, description="A job whose worker died this many times fails.")
+    request_read_timeout: float = Field(60.0, gt=0, description="Seconds a client has to send a whole "
+                                        "request, head and body; a slower one is disconnected.")
+    api_keys: str | None = Field(None, description="Comma-separated API keys, or sha256:<hex> digests of "
+                                 "keys; set, the encode, decode, compare, job and metrics routes answer 401 "
+                                 "without one (Authorization: Bearer <key> or X-API-Key). Unset: open.")
     log_level: str = Field("info", description="uvicorn / service log level.")

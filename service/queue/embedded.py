@@ -34,7 +34,7 @@ from service.queue.base import (
 )
 from service.queue.lock import DataDirLock
 from service.queue.encoding import EncodeFn, progress_float, run_encode
-from service.queue.store import IdempotencyKeyReused, JobStore, QueueFullError
+from service.queue.store import STORE_FILE, IdempotencyKeyReused, JobStore, QueueFullError
 from service.settings import Settings
 
 log = logging.getLogger("gsic.service.queue")
@@ -101,7 +101,7 @@ class EmbeddedQueue(JobQueue):
     def _start(self) -> None:
         data_dir = Path(self.settings.data_dir)
         self._lock = DataDirLock(data_dir).acquire()
-        self._store = JobStore(data_dir / "jobs.sqlite3", self.settings.retention_seconds)
+        self._store = JobStore(data_dir / STORE_FILE, self.settings.retention_seconds)
         recovered = self._store.recover(self.settings.max_attempts)
         self._store.purge_expired()
         log.info("job store %s: %s", data_dir, recovered)

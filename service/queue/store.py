@@ -3,6 +3,10 @@
 One connection guarded by a lock, WAL journal: a commit survives the process being killed (SIGKILL) at any
 point, and a job's row and its input (or its result and final state) are written in one transaction, so a
 restart never sees half a job.
+
+A store is checked when it opens (``StoreDamaged``, and ``gsic serve`` refuses to start): SQLite's
+quick_check, a WAL whose header is not a WAL's, and a database that is missing or empty although this data
+dir has held one (the ``.created`` marker beside it), which SQLite would otherwise recreate empty.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from codec import EncodeOptions
 from service.jobs import JobRecord, JobStatus, Submission, client_params
 
 SCHEMA_VERSION = 1
+STORE_FILE = "jobs.sqlite3"  # in the data dir, with its -wal and -shm files and the .created marker
+_WAL_MAGIC = (0x377F0682, 0x377F0683)  # the first big-endian word of a WAL file (SQLite's file format)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -73,17 +79,38 @@ class IdempotencyKeyReused(Exception):
     pass
 
 
+class StoreDamaged(RuntimeError):
+    """The job store cannot be trusted: corrupt, or its files were removed or overwritten."""
+
+
 class JobStore:
     def __init__(self, path: Path, retention_seconds: float):
         self.path = Path(path)
         self.retention = float(retention_seconds)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        marker = self.path.with_name(self.path.name + ".created")
+        _check_wal(self.path.with_name(self.path.name + "-wal"))
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+            self._open(marker.exists())
+        except sqlite3.DatabaseError as exc:  # "file is not a database", "database disk image is malformed"
+            raise StoreDamaged(f"{self.path}: {exc}; restore it (with its -wal file) from a backup") from None
+        marker.touch()
+
+    def _open(self, existed: bool) -> None:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # durable against process death; WAL keeps it consistent
+        problems = [row[0] for row in self._db.execute("PRAGMA quick_check")]
+        if problems != ["ok"]:
+            raise StoreDamaged(f"{self.path} is damaged ({'; '.join(problems[:3])}); restore it (with its -wal "
+                               "file) from a backup")
         with self._tx() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0 and existed:
+                raise StoreDamaged(f"{self.path} is empty or missing, but this data dir held a job store: its "
+                                   "jobs are gone; restore it (with its -wal file) from a backup, or remove "
+                                   f"{self.path.name}.created to start afresh")
             if version not in (0, SCHEMA_VERSION):
                 raise RuntimeError(f"{self.path}: job store schema {version}, this service knows {SCHEMA_VERSION}")
             for statement in _SCHEMA.split(";"):
@@ -94,6 +121,12 @@ class JobStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    @classmethod
+    def check(cls, data_dir: Path) -> None:
+        """Open and close the store of ``data_dir`` (creating it when new); raises StoreDamaged."""
+        Path(data_dir).mkdir(parents=True, exist_ok=True)
+        cls(Path(data_dir) / STORE_FILE, 1.0).close()
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -269,3 +302,13 @@ class JobStore:
             db.execute(f"DELETE FROM jobs WHERE status IN {_FINISHED} AND finished_at + ? <= ?",
                        (7 * self.retention, now))
         return len(expired)
+
+
+def _check_wal(wal: Path) -> None:
+    """A WAL SQLite would ignore (zeroed or overwritten header) silently drops the commits it holds."""
+    if wal.exists() and wal.stat().st_size > 0:
+        with wal.open("rb") as file:
+            head = file.read(4)
+        if len(head) < 4 or int.from_bytes(head, "big") not in _WAL_MAGIC:
+            raise StoreDamaged(f"{wal} is not a write-ahead log (zeroed or overwritten): the jobs it holds would "
+                               "be lost; restore it with the database from a backup")

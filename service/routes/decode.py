@@ -14,6 +14,7 @@ import numpy as np
 from fastapi import APIRouter, Query, Request, Response
 from PIL import Image
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
 import codec
@@ -57,8 +58,8 @@ def header_fields(header) -> dict[str, str]:
     return out
 
 
-def _render_png(data: bytes, device: str, size: dict, max_pixels: int) -> bytes:
-    pixels = codec.decode(data, device=device, max_pixels=max_pixels, **size)
+def _render_png(data: bytes, device: str, size: dict, max_pixels: int, max_evaluations: int) -> bytes:
+    pixels = codec.decode(data, device=device, max_pixels=max_pixels, max_evaluations=max_evaluations, **size)
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8), "RGB").save(buffer, "PNG", **PNG_OPTIONS)
     return buffer.getvalue()
@@ -73,8 +74,9 @@ async def _read_bitstream(request: Request, max_bytes: int) -> bytes:
                 if not isinstance(part, UploadFile):
                     raise Problem(422, "missing_file", "the multipart form has no file part named 'file'")
                 return await part.read(max_bytes + 1)
-        except MultiPartException as exc:
-            raise Problem(400, "bad_multipart", f"the multipart body cannot be parsed: {exc.message}") from None
+        except (MultiPartException, HTTPException) as exc:  # Starlette turns the parser's error into a 400
+            detail = exc.message if isinstance(exc, MultiPartException) else exc.detail
+            raise Problem(400, "bad_multipart", f"the multipart body cannot be parsed: {detail}") from None
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -91,7 +93,8 @@ async def _read_bitstream(request: Request, max_bytes: int) -> bytes:
     summary="Decode a .gsi bitstream to PNG, at any size or region",
     description="Without parameters the whole picture at its encoded size. `width` / `height` / `scale` and "
                 "`box` render the Gaussians directly at that size and region (a thumbnail, or a zoom that is "
-                "not upscaled pixels); the output must fit `GSIC_MAX_PIXELS`.",
+                "not upscaled pixels); the output must fit `GSIC_MAX_PIXELS` and `GSIC_DECODE_MAX_PIXELS`, and "
+                "the work `GSIC_DECODE_MAX_EVALUATIONS` (413 `decode_too_costly`).",
     openapi_extra=_BODY_DOC,
     responses={200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
                      "description": "The decoded image; the bitstream header is echoed in X-Gsic-* headers "
@@ -129,13 +132,17 @@ async def decode(
         out_width, out_height = codec.decoded_size(header, **size)
     except codec.DecodeOptionError as exc:
         raise Problem(422, "invalid_parameters", str(exc), field=exc.field) from None
-    if out_width * out_height > settings.max_pixels:
+    max_pixels = min(settings.max_pixels, settings.decode_max_pixels)
+    if out_width * out_height > max_pixels:
         raise Problem(413, "image_too_large", f"the decode would be {out_width}x{out_height} pixels, more than "
-                                              f"this server renders ({settings.max_pixels})")
+                                              f"this server renders ({max_pixels})")
     started = time.perf_counter()
     try:
-        png = await anyio.to_thread.run_sync(_render_png, data, settings.decode_device, size, settings.max_pixels,
-                                             limiter=limiter)
+        png = await anyio.to_thread.run_sync(_render_png, data, settings.decode_device, size, max_pixels,
+                                             settings.decode_max_evaluations, limiter=limiter)
+    except codec.DecodeLimitError as exc:
+        raise Problem(413, "decode_too_costly", f"{exc}; this server's limit (GSIC_DECODE_MAX_EVALUATIONS)",
+                      field=exc.field) from None
     except codec.BitstreamError as exc:
         raise Problem(422, "invalid_bitstream", str(exc), field=exc.field) from None
     except (ValueError, IndexError, OverflowError, EOFError) as exc:

@@ -60,8 +60,10 @@ async def submit_encode(
     if iterations is not None and iterations > settings.max_iterations:
         raise Problem(422, "invalid_parameters", f"iterations must be at most {settings.max_iterations}")
 
-    stats = await queue.stats()  # cheap early answer; the queue checks again atomically when it inserts
-    if stats.depth >= settings.queue_size:
+    # A cheap early answer; the queue checks again atomically when it inserts, after looking up the
+    # Idempotency-Key, so a replay of a queued job gets its job even while the queue is full.
+    stats = await queue.stats()
+    if idempotency_key is None and stats.depth >= settings.queue_size:
         retry = str(queue.retry_after())
         raise Problem(429, "queue_full", f"the queue is full ({stats.depth} jobs waiting)",
                       headers={"Retry-After": retry})

@@ -47,8 +47,9 @@ async def readyz(queue: QueueDep) -> Readiness | JSONResponse:
                      queue_depth=stats.depth)
     if ready:
         return body
-    problem = {"type": "urn:gsic:problem:not_ready", "title": "Service Unavailable", "status": 503,
-               "code": "not_ready", "message": "no encode worker is running", **body.model_dump()}
+    # The problem's own keys last: its "status" is the HTTP status (503), as problem+json says, not "not_ready".
+    problem = {**body.model_dump(), "type": "urn:gsic:problem:not_ready", "title": "Service Unavailable",
+               "status": 503, "code": "not_ready", "message": "no encode worker is running"}
     return JSONResponse(problem, status_code=503, media_type=PROBLEM_JSON)
 
 

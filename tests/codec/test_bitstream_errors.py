@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import codec
-from codec.bitstream import HEADER_BYTES, HEADER_FIELDS, MAGIC
+from codec.bitstream import HEADER_BYTES, HEADER_FIELDS, MAGIC, write_bitstream
+from tests.codec.hostile import gaussians, payload_of, with_payload
 
 
 def _offset(name: str) -> int:
@@ -73,7 +74,7 @@ def test_bit_flips_with_valid_checksum_never_crash(encoded):
     ("position_bits", 30, "position_bits"),
     ("k_shape", 4000, "k_shape"),
     ("side_length", 2**31, "side_length"),
-    ("payload_length", 12, "length"),
+    ("payload_length", 12, "payload_length"),  # too short for the positions, before the length check
 ])
 def test_header_fields_are_range_checked(encoded, name, value, field):
     data = _patched(encoded.data, name, value)
@@ -113,3 +114,36 @@ def test_wrong_checksum_is_rejected(encoded):
 
 def test_bitstream_error_is_a_value_error():
     assert issubclass(codec.BitstreamError, ValueError)
+
+
+def test_a_file_without_gaussians_decodes_to_black():
+    """The format allows N = 0: the empty sum of Gaussians, rendered on black (not constriction's ValueError)."""
+    data = write_bitstream(gaussians(40, 24, 0, 1.0))
+    assert codec.inspect(data).n_gaussians == 0
+    pixels = codec.decode(data)
+    assert pixels.shape == (24, 40, 3) and not pixels.any()
+
+
+def test_every_payload_cut_behind_a_fresh_crc_is_refused(encoded):
+    """A payload cut short (lengths and CRC made consistent) no longer decodes from the range decoder's zeros."""
+    length = len(payload_of(encoded.data))
+    for keep in range(0, length, 4):
+        with pytest.raises(codec.BitstreamError) as info:
+            codec.decode(with_payload(encoded.data, payload_of(encoded.data)[:keep]))
+        assert info.value.field.startswith("payload")
+
+
+@pytest.mark.parametrize("words", [1, 2, 3, 17])
+@pytest.mark.parametrize("word", [0, 1, 0xFFFFFFFF])
+def test_payload_words_after_the_last_symbol_are_refused(encoded, words, word):
+    data = with_payload(encoded.data, payload_of(encoded.data) + struct.pack("<I", word) * words)
+    with pytest.raises(codec.BitstreamError, match="follow the last symbol") as info:
+        codec.decode(data)
+    assert info.value.field == "payload"
+
+
+def test_side_information_longer_than_any_header_allows_is_refused(encoded):
+    data = _patched(encoded.data, "side_length", 1 << 20)
+    with pytest.raises(codec.BitstreamError) as info:
+        codec.decode(data)
+    assert info.value.field == "side_length"

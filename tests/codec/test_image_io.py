@@ -74,3 +74,21 @@ def test_pixel_cap_is_checked_before_decoding(crop):
     with pytest.raises(ImageError) as info:
         load_image(_png(Image.fromarray(crop)), max_pixels=100)
     assert info.value.code == "image_too_large"
+
+
+@pytest.mark.parametrize("shape", [(3, 20000, 3), (16385, 2)])
+def test_a_side_the_format_cannot_hold_is_refused_before_encoding(shape):
+    with pytest.raises(ImageError) as info:
+        load_image(np.zeros(shape, np.uint8))
+    assert info.value.code == "image_too_large"
+
+
+def test_a_wide_image_fails_at_once_not_after_training():
+    import time
+
+    import codec
+
+    started = time.perf_counter()
+    with pytest.raises(ImageError, match="16384"):
+        codec.encode(Image.new("RGB", (20000, 3)), 1.0, iterations=50)
+    assert time.perf_counter() - started < 5

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import codec
-from codec import decoder
+from codec.decoder import GAUSSIAN_COST
 
 
 def area_downsample(pixels: np.ndarray, factor: int) -> np.ndarray:
@@ -80,8 +80,9 @@ def test_the_pixel_limit_applies_to_the_asked_size(encoded):
         codec.decode(encoded.data, scale=2, max_pixels=96 * 64)
 
 
-def test_the_evaluation_limit_applies_to_the_asked_size(encoded, monkeypatch):
-    monkeypatch.setattr(decoder, "MAX_PAIRS", 3 * 96 * 64 * 4)  # room for the 1x render, not for 8x
-    codec.decode(encoded.data)
-    with pytest.raises(codec.BitstreamError, match="Gaussian-pixel evaluations"):
-        codec.decode(encoded.data, scale=8)
+def test_the_evaluation_limit_applies_to_the_asked_size(encoded):
+    limit = encoded.n_gaussians * GAUSSIAN_COST + 3 * 96 * 64 * 4  # room for the 1x render, not for 8x
+    codec.decode(encoded.data, max_evaluations=limit)
+    with pytest.raises(codec.DecodeLimitError, match="Gaussian-pixel evaluations") as info:
+        codec.decode(encoded.data, scale=8, max_evaluations=limit)
+    assert info.value.field == "evaluations"

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 import codec
-from svc_helpers import gradient, huge_header_png, image_bytes
+from svc_helpers import assert_problem, gradient, huge_header_png, image_bytes
 
 # ---- uploads ------------------------------------------------------------------------------------------------
 
@@ -91,6 +91,7 @@ REJECTED = {
     "png_signature_only": (PNG[:8], "image/png", 422, "corrupt_image"),
     "huge_header_png": (huge_header_png(), "image/png", 413, "image_too_large"),
     "over_max_pixels": (huge_header_png(5000, 5000), "image/png", 413, "image_too_large"),
+    "wider_than_the_format": (image_bytes(20000, 3), "image/png", 413, "image_too_large"),
 }
 
 
@@ -138,6 +139,20 @@ def test_empty_body_and_missing_part(idle_client):
     assert wrong_part.status_code == 422 and wrong_part.json()["code"] == "missing_file"
     text_field = idle_client.post("/encode", data={"file": "not a file"})
     assert text_field.status_code == 422
+    assert_problem(_multipart(idle_client, "/encode", 'name="file"', PNG), 422, "missing_file")  # no filename
+
+
+def _multipart(client, path: str, disposition: str, data: bytes):
+    boundary = "gsic-test-boundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; {disposition}\r\n\r\n".encode() + data
+            + f"\r\n--{boundary}--\r\n".encode())
+    return client.post(path, content=body, headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+
+
+@pytest.mark.parametrize("content_type", ["multipart/form-data", "multipart/form-data; boundary=gsic"])
+def test_an_unparsable_multipart_decode_is_bad_multipart(idle_client, content_type):
+    response = idle_client.post("/decode", content=b"not a multipart body", headers={"content-type": content_type})
+    assert_problem(response, 400, "bad_multipart")
 
 
 def test_pixel_limit_is_configurable(make_client):
@@ -284,9 +299,9 @@ def test_decode_random_bit_flips(idle_client, bitstream):
         if trial % 2:  # repair the CRC so the flip reaches the parsers behind it
             data[-4:] = struct.pack("<I", zlib.crc32(bytes(data[:-4])))
         response = idle_client.post("/decode", content=bytes(data))
-        assert response.status_code in (200, 422), response.text
-        if response.status_code == 422:
-            assert response.json()["code"] == "invalid_bitstream" and response.json()["field"]
+        assert response.status_code in (200, 413, 422), response.text
+        if response.status_code != 200:  # a malformed file, or a flipped count the server will not pay for
+            assert response.json()["code"] in ("invalid_bitstream", "decode_too_costly") and response.json()["field"]
         outcomes[response.status_code] = outcomes.get(response.status_code, 0) + 1
     assert outcomes.get(422, 0) > 0
     assert idle_client.post("/decode", content=bitstream).status_code == 200

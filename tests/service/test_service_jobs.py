@@ -160,6 +160,17 @@ def test_full_queue_answers_429(make_client, small_png):
     assert submit(client, small_png).status_code == 202
 
 
+def test_an_idempotent_replay_gets_its_job_while_the_queue_is_full(make_client, small_png):
+    client = make_client(workers=0, queue_size=1)
+    key = {"Idempotency-Key": "replayed"}
+    first = submit(client, small_png, headers=key)
+    assert first.status_code == 202
+    assert_problem(submit(client, small_png), 429, "queue_full")
+    replay = submit(client, small_png, headers=key)
+    assert replay.status_code == 202 and replay.json()["id"] == first.json()["id"]
+    assert_problem(submit(client, small_png, headers={"Idempotency-Key": "new"}), 429, "queue_full")
+
+
 def test_result_expires_after_retention(make_client, small_png):
     client = make_client(workers=1, retention_seconds=0.5)
     job = wait_job(client, submit(client, small_png).json()["id"])

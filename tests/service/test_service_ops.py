@@ -27,6 +27,7 @@ def test_not_ready_without_workers(idle_client):
     assert ready.status_code == 503
     assert ready.headers["content-type"].startswith("application/problem+json")
     assert ready.json()["code"] == "not_ready" and ready.json()["workers"] == []
+    assert ready.json()["status"] == 503  # problem+json's status, found by the schema fuzz
 
 
 def test_metrics(client, bitstream):
@@ -148,3 +149,17 @@ def test_a_busy_data_dir_is_a_one_line_error(tmp_path):
     assert run.stderr.strip().splitlines() == [
         f"gsic serve: error: {tmp_path / 'data'} is in use by another gsic server (process {os.getpid()}); "
         "stop it or set GSIC_DATA_DIR to another directory"]
+
+
+def test_made_up_methods_do_not_grow_the_metrics(idle_client):
+    """Any token is a valid HTTP method; each one used to become a label, so /metrics grew without bound."""
+    for i in range(50):
+        idle_client.request(f"X{i}", "/healthz")
+    idle_client.request("BREW", "/jobs/abc")
+    text = idle_client.get("/metrics").text
+    assert 'method="X1"' not in text and 'method="BREW"' not in text
+    assert metric(text, 'gsic_http_requests_total{method="other",route="/healthz",status="405"}') == 50
+    size = len(idle_client.get("/metrics").text)  # now with the series of GET /metrics itself
+    for i in range(50, 300):
+        idle_client.request(f"X{i}", "/healthz")
+    assert len(idle_client.get("/metrics").text) <= size + 200  # counts grow in digits, not in lines

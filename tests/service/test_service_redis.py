@@ -57,6 +57,7 @@ def test_api_without_workers_queues_dedups_and_pushes_back(make_redis_client, sm
     assert_problem(submit(client, image_bytes(16, 16), headers=key), 422, "idempotency_key_reused")
     second = submit(client, small_png)
     assert_problem(submit(client, small_png), 429, "queue_full")
+    assert submit(client, small_png, headers=key).json()["id"] == first.json()["id"]  # a replay, while full
     full = submit(client, small_png)
     assert int(full.headers["Retry-After"]) >= 1
     assert ready.json()["queue_depth"] == 0 and client.get("/readyz").json()["queue_depth"] == 2
