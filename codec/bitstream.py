@@ -161,9 +161,11 @@ def parse_header(data: bytes) -> Header:
                   shape_ranges=shape_ranges, color_ranges=color_ranges, **fields)
 
 
-def read_bitstream(data: bytes) -> QuantizedGaussians:
-    """The Gaussians of a file; their ``layout`` is the file's parsed ``Header``."""
-    header = parse_header(data)
+def read_bitstream(data: bytes, header: Header | None = None) -> QuantizedGaussians:
+    """The Gaussians of a file; their ``layout`` is the file's parsed ``Header`` (pass ``parse_header(data)``
+    when it is already at hand: parsing checks the CRC of the whole file)."""
+    if header is None:
+        header = parse_header(data)
     n = header.n_gaussians
     side = BitReader(data[HEADER_BYTES: HEADER_BYTES + header.side_length], "side_info")
     # The payload's streams in order: (field, model, the histogram it was built from; None when uniform).

@@ -33,11 +33,12 @@ GAUSSIAN_COST = 256
 def decode_array(data: bytes, device: str | None = None, *, width: int | None = None, height: int | None = None,
                  scale: float | None = None, box=None, max_pixels: int = MAX_PIXELS,
                  max_evaluations: int = MAX_EVALUATIONS) -> np.ndarray:  # [H, W, 3] uint8
-    claimed = parse_header(data).n_gaussians * GAUSSIAN_COST  # refused before the payload is even read
+    header = parse_header(data)
+    claimed = header.n_gaussians * GAUSSIAN_COST  # refused before the payload is even read
     if claimed > max_evaluations:
         raise DecodeLimitError("evaluations", f"its Gaussians alone cost {claimed} evaluations, more than the "
                                               f"{max_evaluations} allowed")
-    q = read_bitstream(data)
+    q = read_bitstream(data, header)
     layout = q.layout
     view = plan_view(layout.width, layout.height, width=width, height=height, scale=scale, box=box,
                      max_pixels=max_pixels)

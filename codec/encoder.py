@@ -118,10 +118,9 @@ def _quantise(training: "_Training", rate: RateControl) -> QuantisedModel:
 
 
 def _train_quantised(training: "_Training", model: QuantisedModel, rate: RateControl, fit_steps: int) -> None:
-    """Steps fit_steps .. total - 1, on exactly what the decoder will see; the best iterate is kept.
-
-    Quantised training jitters from step to step (values hop between grid points), so the best iterate is
-    kept; its render is exactly what the decoder will show."""
+    """Steps fit_steps .. total - 1, on exactly what the decoder will see. Quantised training jitters from
+    step to step (values hop between grid points), so the best iterate is kept; its render is exactly what
+    the decoder will show."""
     remeasure_step = fit_steps + int((training.total - fit_steps) * training.config.remeasure_at)
     best = _BestIterate()
     for step in range(fit_steps, training.total):

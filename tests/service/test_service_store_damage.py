@@ -38,6 +38,14 @@ def _damage_pages(path) -> None:
         file.write(os.urandom(min(size - 4096, 16 * 4096)))
 
 
+def _damaged_store(tmp_path) -> None:
+    """A filled store, checkpointed into the database file and closed, with pages of that file overwritten."""
+    store = _filled(tmp_path)
+    store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.close()
+    _damage_pages(tmp_path / STORE_FILE)
+
+
 def test_an_intact_store_reopens(tmp_path):
     _filled(tmp_path).close()
     store = JobStore(tmp_path / STORE_FILE, 60.0)
@@ -46,10 +54,7 @@ def test_an_intact_store_reopens(tmp_path):
 
 
 def test_a_malformed_database_is_refused(tmp_path):
-    store = _filled(tmp_path)
-    store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    store.close()
-    _damage_pages(tmp_path / STORE_FILE)
+    _damaged_store(tmp_path)
     with pytest.raises(StoreDamaged, match="backup"):
         JobStore(tmp_path / STORE_FILE, 60.0)
 
@@ -77,10 +82,7 @@ def test_a_zeroed_wal_is_refused(tmp_path):
 
 
 def test_serve_refuses_to_start_on_a_damaged_store(tmp_path):
-    store = _filled(tmp_path)
-    store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    store.close()
-    _damage_pages(tmp_path / STORE_FILE)
+    _damaged_store(tmp_path)
     result = _serve(tmp_path)
     assert result.returncode == 2, result.stderr
     assert "gsic serve: error:" in result.stderr and STORE_FILE in result.stderr
