@@ -284,6 +284,9 @@ class EmbeddedQueue(JobQueue):
                 self.metrics.encode_seconds.observe(outcome.seconds)
                 self._mean_seconds = 0.8 * self._mean_seconds + 0.2 * outcome.seconds
             else:
+                # The last progress the encode reported (polls showed it live) stays in the record: a canceled
+                # or failed job's progress must not fall back to the last throttled write.
+                self.store.update_progress(job_id, live.iteration, live.total, live.psnr)
                 self.store.finish(job_id, outcome.status, outcome.code, outcome.message)
             self._count_finished(outcome.status, job_id)
         finally:
