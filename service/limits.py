@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import PROBLEM_JSON, problem_bytes
+from service.errors import send_problem
 
 
 class BodyTooLarge(Exception):
@@ -74,8 +74,4 @@ class BodyLimitMiddleware:
 
 
 async def _send_413(send: Send, message: str) -> None:
-    body = problem_bytes(413, "body_too_large", message)
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": body})
+    await send_problem(send, 413, "body_too_large", message, ((b"connection", b"close"),))

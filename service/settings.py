@@ -45,4 +45,14 @@ class Settings(BaseSettings):
     api_keys: str | None = Field(None, description="Comma-separated API keys, or sha256:<hex> digests of "
                                  "keys; set, the encode, decode, compare, job and metrics routes answer 401 "
                                  "without one (Authorization: Bearer <key> or X-API-Key). Unset: open.")
+    api_keys_file: Path | None = Field(None, description="A file of sha256:<hex> key digests, one a line (`gsic "
+                                       "hash-key` prints one), as well as or instead of api_keys; unreadable or "
+                                       "malformed, the service refuses to start.")
+    allowed_hosts: str | None = Field(None, description="Comma-separated host names the Host header may carry "
+                                      "(any port) besides localhost, 127.0.0.1 and [::1]; others answer 400 "
+                                      "host_not_allowed (DNS rebinding). Unset, the check is on only when bound "
+                                      "to a loopback address.")
+    allowed_origins: str | None = Field(None, description="Comma-separated origins (https://app.example) "
+                                        "allowed to POST or DELETE from a browser besides the service's own; "
+                                        "others answer 403 cross_origin. Requests without Origin or Referer pass.")
     log_level: str = Field("info", description="uvicorn / service log level.")
