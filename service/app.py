@@ -14,7 +14,7 @@ from starlette.routing import Mount, Route
 from service.auth import ApiKeyMiddleware, key_digests, key_file_digests
 from service.browser_guard import HostCheckMiddleware, OriginCheckMiddleware, split_list
 from service.errors import install_error_handlers
-from service.limits import BodyLimitMiddleware
+from service.limits import BodyLimitMiddleware, CpuSlots
 from service.metrics import Metrics, MetricsMiddleware
 from service.queue.base import JobQueue
 from service.routes import compare, decode, docs, encode, health, jobs, page
@@ -61,12 +61,14 @@ def create_app(settings: Settings | None = None, *, queue: JobQueue | None = Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.cpu_limiter = anyio.CapacityLimiter(settings.decode_concurrency)
         await queue.start()
-        log.info("gsic service ready: %s queue, encode workers %s", type(queue).__name__,
-                 [w.device for w in await queue.workers()])
         try:
-            yield
+            async with anyio.create_task_group() as tasks:  # on the way out it waits for abandoned decodes
+                app.state.cpu_slots = CpuSlots(settings.decode_concurrency, tasks)
+                await app.state.cpu_slots.run(decode.warm_up, settings.decode_device)
+                log.info("gsic service ready: %s queue, encode workers %s", type(queue).__name__,
+                         [w.device for w in await queue.workers()])
+                yield
         finally:
             await queue.stop()
 

@@ -1,12 +1,12 @@
 """Against a real uvicorn on 127.0.0.1: the Host check against DNS rebinding, the Origin check against cross-site
-posts (both problem+json)."""
+posts (both problem+json), and the per-client queued limit counted by the caller's address."""
 
 from __future__ import annotations
 
 import httpx
 import pytest
 
-from svc_helpers import LiveServer, assert_problem
+from svc_helpers import LiveServer, assert_problem, image_bytes
 
 ALLOWED_HOST = "gsic.example"
 ALLOWED_ORIGIN = "https://app.example"
@@ -15,7 +15,7 @@ ALLOWED_ORIGIN = "https://app.example"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("front-door")
-    with LiveServer(root / "data", root / "server.log", "/healthz", GSIC_WORKERS="0",
+    with LiveServer(root / "data", root / "server.log", "/healthz", GSIC_WORKERS="0", GSIC_CLIENT_MAX_QUEUED="1",
                     GSIC_ALLOWED_HOSTS=f"{ALLOWED_HOST}, other.example",
                     GSIC_ALLOWED_ORIGINS=f"{ALLOWED_ORIGIN}/") as live:
         yield live
@@ -60,6 +60,17 @@ def test_own_and_allowed_origins_and_non_browsers_pass(server, http):
     # The page's origin as a browser names it through an allowed host (a proxy in front, say).
     via_proxy = {"Host": ALLOWED_HOST, "Origin": f"https://{ALLOWED_HOST}"}
     assert_problem(http.post("/decode", content=b"", headers=via_proxy), 422, "empty_bitstream")
+
+
+def test_the_queued_limit_counts_per_address(server, http):
+    png = image_bytes(16, 16)
+    files = {"file": ("a.png", png, "image/png")}
+    assert http.post("/encode", files=files, data={"iterations": "10"}).status_code == 202
+    assert_problem(http.post("/encode", files=files, data={"iterations": "11"}), 429, "client_limit")
+    # Another loopback address is another client (127.0.0.0/8 all reach the server bound to 127.0.0.1).
+    transport = httpx.HTTPTransport(local_address="127.0.0.2")
+    with httpx.Client(base_url=server.url, timeout=30, transport=transport) as other:
+        assert other.post("/encode", files=files, data={"iterations": "12"}).status_code == 202
 
 
 def test_allowed_hosts_are_checked_wherever_they_are_set(make_client, tmp_path):
