@@ -1,5 +1,5 @@
 """gsic encode IN OUT.gsi --bpp 0.125 | gsic decode IN.gsi OUT.png | gsic info IN.gsi | gsic serve | gsic worker |
-gsic bench."""
+gsic hash-key | gsic bench."""
 
 from __future__ import annotations
 
@@ -83,6 +83,12 @@ def _parser() -> argparse.ArgumentParser:
                         "devices, NAME-INDEX)")
     worker.set_defaults(run=_worker)
 
+    hash_key = commands.add_parser("hash-key", help="print the GSIC_API_KEYS_FILE line (sha256:<hex>) of the API "
+                                   "key on stdin")
+    hash_key.add_argument("--new", action="store_true", help="make a new random key instead: print the key, "
+                          "then its line")
+    hash_key.set_defaults(run=_hash_key)
+
     commands.add_parser("bench", help="rate-distortion benchmark (gsic bench --help)", add_help=False)
     return parser
 
@@ -138,6 +144,20 @@ def _info(args) -> int:
             "bits": bits, "bits_share": {part: round(n / (8 * len(data)), 4) for part, n in bits.items()},
             "header": asdict(header)}
     print(json.dumps(info, indent=2))
+    return 0
+
+
+def _hash_key(args) -> int:
+    from service.auth import key_entry, new_key
+
+    if args.new:
+        key = new_key()
+        print(key)
+    else:  # from stdin, not an argument: an argument stays in the shell's history and shows in ps
+        key = sys.stdin.readline().strip()
+        if not key:
+            raise ValueError("no key on stdin (or --new to make one)")
+    print(key_entry(key))
     return 0
 
 

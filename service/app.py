@@ -11,9 +11,10 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.routing import Mount, Route
 
-from service.auth import ApiKeyMiddleware, key_digests
+from service.auth import ApiKeyMiddleware, key_digests, key_file_digests
+from service.browser_guard import HostCheckMiddleware, OriginCheckMiddleware, split_list
 from service.errors import install_error_handlers
-from service.limits import BodyLimitMiddleware
+from service.limits import BodyLimitMiddleware, CpuSlots
 from service.metrics import Metrics, MetricsMiddleware
 from service.queue.base import JobQueue
 from service.routes import compare, decode, docs, encode, health, jobs, page
@@ -44,6 +45,10 @@ def create_app(settings: Settings | None = None, *, queue: JobQueue | None = Non
     """Build the app. ``settings`` defaults to the ``GSIC_*`` environment; ``queue`` to the Redis one when
     ``settings.queue_url`` is set, else the embedded one."""
     settings = settings or Settings()
+    # Raises ApiKeysInvalid (gsic serve: one line, exit 2) before anything else is opened.
+    digests = key_digests(settings.api_keys or "")
+    if settings.api_keys_file is not None:
+        digests += key_file_digests(settings.api_keys_file)
     metrics = Metrics()
     if queue is None and settings.queue_url:
         from service.queue.distributed import RedisQueue
@@ -56,12 +61,14 @@ def create_app(settings: Settings | None = None, *, queue: JobQueue | None = Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.cpu_limiter = anyio.CapacityLimiter(settings.decode_concurrency)
         await queue.start()
-        log.info("gsic service ready: %s queue, encode workers %s", type(queue).__name__,
-                 [w.device for w in await queue.workers()])
         try:
-            yield
+            async with anyio.create_task_group() as tasks:  # on the way out it waits for abandoned decodes
+                app.state.cpu_slots = CpuSlots(settings.decode_concurrency, tasks)
+                await app.state.cpu_slots.run(decode.warm_up, settings.decode_device)
+                log.info("gsic service ready: %s queue, encode workers %s", type(queue).__name__,
+                         [w.device for w in await queue.workers()])
+                yield
         finally:
             await queue.stop()
 
@@ -77,7 +84,10 @@ def create_app(settings: Settings | None = None, *, queue: JobQueue | None = Non
     app.mount(docs.ASSETS, StaticFiles(packages=[docs.ASSETS_PACKAGE]), name="docs-assets")
     # Outermost last: the metrics see every answer, the 413s of the body cap included.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
-    if settings.api_keys:  # before the body is read: a caller without a key uploads nothing
-        app.add_middleware(ApiKeyMiddleware, digests=key_digests(settings.api_keys))
+    if digests:  # before the body is read: a caller without a key uploads nothing
+        app.add_middleware(ApiKeyMiddleware, digests=digests)
+    # Before the key check: a rebinding or cross-site page is told so whether or not it has a key.
+    app.add_middleware(OriginCheckMiddleware, allowed_origins=split_list(settings.allowed_origins))
+    app.add_middleware(HostCheckMiddleware, allowed_hosts=split_list(settings.allowed_hosts))
     app.add_middleware(MetricsMiddleware, metrics=metrics, templates=lambda: route_templates(app))
     return app

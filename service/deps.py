@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import anyio
 from fastapi import Depends, Request
 
+from service.auth import CLIENT_KEY
+from service.limits import CpuSlots
 from service.metrics import Metrics
 from service.queue.base import JobQueue
 from service.settings import Settings
@@ -24,11 +25,20 @@ def _metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
-def _cpu_limiter(request: Request) -> anyio.CapacityLimiter:
-    return request.app.state.cpu_limiter
+def _cpu_slots(request: Request) -> CpuSlots:
+    return request.app.state.cpu_slots
+
+
+def _client(request: Request) -> str:
+    """Who the per-client job limits count: the API key's digest when keys are on, else the remote address."""
+    key = getattr(request.state, CLIENT_KEY, None)
+    if key is not None:
+        return f"key:{key}"
+    return f"addr:{request.client.host if request.client else 'unknown'}"
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
 QueueDep = Annotated[JobQueue, Depends(_queue)]
 MetricsDep = Annotated[Metrics, Depends(_metrics)]
-CpuLimiterDep = Annotated[anyio.CapacityLimiter, Depends(_cpu_limiter)]
+CpuSlotsDep = Annotated[CpuSlots, Depends(_cpu_slots)]
+ClientDep = Annotated[str, Depends(_client)]

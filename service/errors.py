@@ -20,6 +20,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from starlette.types import Send
+
 from service.queue.base import QueueUnavailable
 
 log = logging.getLogger("gsic.service")
@@ -77,6 +79,16 @@ def problem_response(status: int, code: str, message: str, *, headers: dict[str,
 def problem_bytes(status: int, code: str, message: str) -> bytes:
     """The encoded body, for ASGI middleware that answers without a Response object."""
     return bytes(problem_response(status, code, message).body)
+
+
+async def send_problem(send: Send, status: int, code: str, message: str,
+                       headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    """Answer with a problem document from ASGI middleware (before any route runs)."""
+    body = problem_bytes(status, code, message)
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode()),
+                            *headers]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -41,6 +41,7 @@ class Submission:
     params: EncodeOptions
     fingerprint: str  # sha256 of the upload and its parameters, for Idempotency-Key checks
     idempotency_key: str | None = None
+    client: str | None = None  # who GSIC_CLIENT_MAX_QUEUED / _RUNNING count it for (service.deps.ClientDep)
 
 
 @dataclass

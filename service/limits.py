@@ -1,11 +1,21 @@
-"""Request body cap, enforced while the body streams in (413 as soon as it is exceeded)."""
+"""What one request may cost: the body cap (413 while the body streams in), the CPU slots that decodes and
+upload checks run in (with /decode's deadline), and the work one encode job may ask for (422)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import anyio
+import anyio.abc
+import anyio.to_thread
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import PROBLEM_JSON, problem_bytes
+from codec import EncodeOptions
+from service.errors import Problem, send_problem
+
+T = TypeVar("T")
 
 
 class BodyTooLarge(Exception):
@@ -74,8 +84,60 @@ class BodyLimitMiddleware:
 
 
 async def _send_413(send: Send, message: str) -> None:
-    body = problem_bytes(413, "body_too_large", message)
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": body})
+    await send_problem(send, 413, "body_too_large", message, ((b"connection", b"close"),))
+
+
+class CpuSlots:
+    """The ``size`` slots (GSIC_DECODE_CONCURRENCY) in which decodes and upload checks run on worker threads.
+
+    A thread cannot be killed, so a request that gives up at its deadline cannot stop its decode, only stop
+    waiting for it. The slot therefore stays taken until the thread has really ended: a task of the app's task
+    group, not the request, holds it and gives it back then. Abandoned decodes can never add up past ``size``
+    threads; later requests wait for a slot (within their own deadline) instead of starting more work. Each
+    decode is bounded anyway (GSIC_DECODE_MAX_EVALUATIONS, about half a second of CPU at the default), so an
+    abandoned one frees its slot soon. A killable subprocess per slot was the alternative: a process and the
+    codec's import (torch, hundreds of MB) per slot, to stop work that is already bounded.
+    """
+
+    def __init__(self, size: int, tasks: anyio.abc.TaskGroup) -> None:
+        self._limiter = anyio.CapacityLimiter(size)
+        self._tasks = tasks
+
+    @property
+    def busy(self) -> int:
+        """Slots taken now, by waiting requests' threads and by abandoned ones alike."""
+        return int(self._limiter.borrowed_tokens)
+
+    async def run(self, func: Callable[..., T], *args: Any, timeout: float | None = None) -> T:
+        """``func(*args)`` on a thread, in a slot; TimeoutError once ``timeout`` seconds have passed, the wait
+        for a slot included (the thread, if it started, runs on and keeps its slot until it ends)."""
+        outcome: list[tuple[bool, Any]] = []
+        finished = anyio.Event()
+        with anyio.fail_after(timeout):
+            borrower = object()
+            await self._limiter.acquire_on_behalf_of(borrower)
+            self._tasks.start_soon(self._hold, borrower, func, args, outcome, finished)
+            await finished.wait()
+        succeeded, value = outcome[0]
+        if not succeeded:
+            raise value
+        return value
+
+    async def _hold(self, borrower: object, func: Callable, args: tuple, outcome: list, finished: anyio.Event) -> None:
+        try:
+            outcome.append((True, await anyio.to_thread.run_sync(func, *args)))  # not abandoned: waits for the end
+        except Exception as exc:  # noqa: BLE001 - handed to the request (if it still waits), never to the group
+            outcome.append((False, exc))
+        finally:
+            self._limiter.release_on_behalf_of(borrower)
+            finished.set()
+
+
+def check_encode_work(width: int, height: int, params: EncodeOptions, limit: int) -> None:
+    """422 ``encode_too_costly`` when pixels x iterations exceeds GSIC_MAX_ENCODE_WORK."""
+    work = width * height * params.total_iterations
+    if work > limit:
+        raise Problem(422, "encode_too_costly", f"{width}x{height} pixels at {params.total_iterations} iterations "
+                      f"is {work} pixel-iterations, more than this server's limit GSIC_MAX_ENCODE_WORK ({limit}); "
+                      "ask for fewer iterations or send a smaller image", limit="GSIC_MAX_ENCODE_WORK", work=work,
+                      max_work=limit)

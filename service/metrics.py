@@ -35,6 +35,9 @@ class Metrics:
                                      ["state"], registry=self.registry)
         self.encode_seconds = Histogram("gsic_encode_duration_seconds", "Wall time of successful encodes.",
                                         buckets=_ENCODE_BUCKETS, registry=self.registry)
+        self.cpu_slots_busy = Gauge("gsic_cpu_slots_busy", "Decode / upload-check slots taken "
+                                    "(of GSIC_DECODE_CONCURRENCY), by abandoned decodes too until they end.",
+                                    registry=self.registry)
         self.decode_seconds = Histogram("gsic_decode_duration_seconds", "Wall time of /decode renders.",
                                         buckets=_LATENCY_BUCKETS, registry=self.registry)
         for state in JobStatus:

@@ -11,6 +11,7 @@ import uvicorn
 from PIL import Image
 
 from service.app import create_app
+from service.auth import ApiKeysInvalid
 from service.queue.lock import DataDirInUse, DataDirLock
 from service.queue.store import JobStore, StoreDamaged
 from service.settings import Settings
@@ -20,14 +21,15 @@ from service.timeouts import with_read_timeout
 def serve(host: str = "127.0.0.1", port: int = 8000, *, settings: Settings | None = None) -> None:
     """Serve the app until interrupted (SIGINT/SIGTERM stop it cleanly; running encodes are requeued)."""
     settings = settings or Settings()
-    try:  # a busy data dir or a damaged store is a one-line error here, not a traceback from the app's startup
+    try:  # bad keys, a busy data dir or a damaged store: a one-line error here, not a traceback from the startup
+        app = create_app(settings)
         lock = DataDirLock(settings.data_dir).acquire()
         try:
             if settings.queue_url is None:
                 JobStore.check(settings.data_dir)
         finally:
             lock.release()
-    except (DataDirInUse, StoreDamaged) as exc:
+    except (ApiKeysInvalid, DataDirInUse, StoreDamaged) as exc:
         print(f"gsic serve: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     # codec.load_image already promotes this warning inside a catch_warnings block, which is not thread-safe;
@@ -35,7 +37,6 @@ def serve(host: str = "127.0.0.1", port: int = 8000, *, settings: Settings | Non
     warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
     level = settings.log_level.lower()
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(settings)
     config = uvicorn.Config(app, host=host, port=port, log_level=level, timeout_graceful_shutdown=30,
                             server_header=False, http=with_read_timeout(settings.request_read_timeout))
     uvicorn.Server(config).run()

@@ -25,6 +25,13 @@ class Settings(BaseSettings):
                                         "Gaussian-pixel evaluations (each Gaussian's 3-sigma box, plus 2048 per "
                                         "Gaussian), checked before rendering.")
     queue_size: int = Field(64, ge=1, description="Most jobs waiting to run; a full queue answers 429.")
+    client_max_queued: int = Field(16, ge=1, description="Most jobs one client (its API key when keys are on, "
+                                   "else its address) may have waiting; more answer 429 client_limit.")
+    client_max_running: int = Field(4, ge=1, description="Most jobs of one client encoding at once; the workers "
+                                    "take other clients' jobs first while a client is at it.")
+    max_encode_work: int = Field(2**35, ge=1, description="Most work one encode job may ask for, in pixels x "
+                                 "iterations (the codec's default iterations when none are given); more answer "
+                                 "422 encode_too_costly before the job is queued. Default: 4096x4096 at 2048.")
     retention_seconds: float = Field(86_400.0, gt=0, description="How long a finished job's result is kept.")
     queue_url: str | None = Field(None, pattern=r"^rediss?://", description="redis://host:port/db: keep "
                                   "jobs in Redis, encoded by `gsic worker` processes on any host; unset: "
@@ -38,6 +45,9 @@ class Settings(BaseSettings):
     decode_device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$", description="Device for /decode.")
     decode_concurrency: int = Field(4, ge=1, description="Most decodes / upload validations run at once; "
                                     "more requests wait their turn.")
+    decode_timeout: float = Field(10.0, gt=0, description="Seconds one /decode may take, waiting for a slot "
+                                  "included; past it the answer is 503 decode_timeout (the render itself runs on "
+                                  "and keeps its slot until it ends, see service.limits.CpuSlots).")
     max_iterations: int = Field(20_000, ge=1, description="Upper bound of the 'iterations' encode knob.")
     max_attempts: int = Field(3, ge=1, description="A job whose worker died this many times fails.")
     request_read_timeout: float = Field(60.0, gt=0, description="Seconds a client has to send a whole "
@@ -45,4 +55,14 @@ class Settings(BaseSettings):
     api_keys: str | None = Field(None, description="Comma-separated API keys, or sha256:<hex> digests of "
                                  "keys; set, the encode, decode, compare, job and metrics routes answer 401 "
                                  "without one (Authorization: Bearer <key> or X-API-Key). Unset: open.")
+    api_keys_file: Path | None = Field(None, description="A file of sha256:<hex> key digests, one a line (`gsic "
+                                       "hash-key` prints one), as well as or instead of api_keys; unreadable or "
+                                       "malformed, the service refuses to start.")
+    allowed_hosts: str | None = Field(None, description="Comma-separated host names the Host header may carry "
+                                      "(any port) besides localhost, 127.0.0.1 and [::1]; others answer 400 "
+                                      "host_not_allowed (DNS rebinding). Unset, the check is on only when bound "
+                                      "to a loopback address.")
+    allowed_origins: str | None = Field(None, description="Comma-separated origins (https://app.example) "
+                                        "allowed to POST or DELETE from a browser besides the service's own; "
+                                        "others answer 403 cross_origin. Requests without Origin or Referer pass.")
     log_level: str = Field("info", description="uvicorn / service log level.")

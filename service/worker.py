@@ -14,6 +14,9 @@ Redis round-trip. How the guarantees come about:
   encode at its next progress report and puts the job back without counting the start.
 * a result is written by the attempt that owns the job, once (``RedisJobStore.finish``); a later duplicate
   start of a finished job does nothing.
+* per-client running limit: the claim script refuses a job whose client has ``GSIC_CLIENT_MAX_RUNNING`` jobs
+  running (counted from the store, over every worker); the job goes back to arq's queue for a second, and
+  that start is not counted as an attempt.
 * cancel: DELETE sets a flag in the job's record; the lease renewal reads it and the encode stops at its
   next progress report. (arq's own abort cancels the asyncio task, which cannot stop an encode thread.)
 """
@@ -42,7 +45,7 @@ from arq.jobs import JobStatus as ArqJobStatus
 import codec
 from service.jobs import JobRecord, JobStatus
 from service.queue.encoding import EncodeFn, EncodeOutcome, progress_float, run_encode
-from service.queue.redis_store import RedisJobStore
+from service.queue.redis_store import ClientBusy, RedisJobStore
 from service.settings import Settings
 
 log = logging.getLogger("gsic.service.worker")
@@ -52,6 +55,7 @@ _SPARE_TRIES = 3  # arq's own try limit sits above ours, so our code always sees
 _POLL_DELAY = 0.2
 _SWEEP_INTERVAL = 30.0
 _ORPHAN_AGE = 30.0
+_CLIENT_BUSY_DEFER = 1.0  # seconds before a job held back by its client's running limit is offered again
 
 
 # A small gradient (the codec takes arrays as well as encoded files).
@@ -138,7 +142,11 @@ class EncodeWorker:
     async def _job(self, ctx: dict, job_id: str) -> None:
         attempt = int(ctx["job_try"])
         owner = f"{self.name}/{attempt}"
-        before = await self._store.claim(job_id, owner, attempt)
+        try:
+            before = await self._store.claim(job_id, owner, attempt, self.settings.client_max_running)
+        except ClientBusy:  # its client has GSIC_CLIENT_MAX_RUNNING jobs encoding: others' jobs go first
+            await self._store.uncount_start(retry_key_prefix + job_id)
+            raise arq.Retry(defer=_CLIENT_BUSY_DEFER) from None
         if before is None or before.finished:
             return  # canceled while queued, or ended by an earlier attempt whose acknowledgement was lost
         record = await self._store.get(job_id)

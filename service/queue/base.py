@@ -26,6 +26,16 @@ class QueueFull(QueueError):
         self.retry_after = retry_after
 
 
+class ClientLimit(QueueError):
+    """This client has GSIC_CLIENT_MAX_QUEUED jobs waiting already."""
+
+    def __init__(self, queued: int, retry_after: int):
+        super().__init__(f"you have {queued} jobs waiting, as many as this server queues for one client "
+                         "(GSIC_CLIENT_MAX_QUEUED)")
+        self.queued = queued
+        self.retry_after = retry_after
+
+
 class IdempotencyConflict(QueueError):
     """The Idempotency-Key was used before with a different upload or different parameters."""
 
@@ -85,7 +95,7 @@ class JobQueue(ABC):
 
     @abstractmethod
     async def submit(self, submission: Submission) -> SubmitOutcome:
-        """Queue a job; raises QueueFull or IdempotencyConflict."""
+        """Queue a job; raises QueueFull, ClientLimit or IdempotencyConflict."""
 
     @abstractmethod
     async def get(self, job_id: str) -> JobRecord:

@@ -20,6 +20,7 @@ from arq.connections import ArqRedis
 from service.jobs import JobRecord, JobStatus, Submission
 from service.metrics import Metrics
 from service.queue.base import (
+    ClientLimit,
     IdempotencyConflict,
     JobNotFound,
     JobQueue,
@@ -98,9 +99,12 @@ class RedisQueue(JobQueue):
 
     @_reaching_redis
     async def submit(self, submission: Submission) -> SubmitOutcome:
-        outcome, value = await self.store.insert(submission, self.settings.queue_size)
+        outcome, value = await self.store.insert(submission, self.settings.queue_size,
+                                                 self.settings.client_max_queued)
         if outcome == "full":
             raise QueueFull(int(value), self.retry_after())
+        if outcome == "client_limit":
+            raise ClientLimit(int(value), self.retry_after())
         if outcome == "existing":
             record = await self.store.get(value)
             if record is None or await self.store.field(value, "fingerprint") != submission.fingerprint:

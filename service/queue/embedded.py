@@ -21,6 +21,7 @@ import codec
 from service.jobs import JobRecord, JobStatus, Submission
 from service.metrics import Metrics
 from service.queue.base import (
+    ClientLimit,
     IdempotencyConflict,
     JobNotFound,
     JobQueue,
@@ -34,7 +35,7 @@ from service.queue.base import (
 )
 from service.queue.lock import DataDirLock
 from service.queue.encoding import EncodeFn, progress_float, run_encode
-from service.queue.store import STORE_FILE, IdempotencyKeyReused, JobStore, QueueFullError
+from service.queue.store import STORE_FILE, ClientLimitError, IdempotencyKeyReused, JobStore, QueueFullError
 from service.settings import Settings
 
 log = logging.getLogger("gsic.service.queue")
@@ -141,9 +142,11 @@ class EmbeddedQueue(JobQueue):
     async def submit(self, submission: Submission) -> SubmitOutcome:
         try:
             record, created = await anyio.to_thread.run_sync(self.store.insert, submission,
-                                                             self.settings.queue_size)
+                                                             self.settings.queue_size, self.settings.client_max_queued)
         except QueueFullError as exc:
             raise QueueFull(exc.depth, self.retry_after()) from None
+        except ClientLimitError as exc:
+            raise ClientLimit(exc.queued, self.retry_after()) from None
         except IdempotencyKeyReused:
             raise IdempotencyConflict("this Idempotency-Key was used with a different upload or parameters") \
                 from None
@@ -227,7 +230,7 @@ class EmbeddedQueue(JobQueue):
         log.info("worker %s started on %s", name, device)
         while not self._stopping.is_set():
             try:
-                record = self.store.claim_next()
+                record = self.store.claim_next(self.settings.client_max_running)
             except Exception:  # noqa: BLE001
                 log.exception("worker %s could not read the job store", name)
                 self._stopping.wait(_IDLE_WAIT)
@@ -244,6 +247,8 @@ class EmbeddedQueue(JobQueue):
                 log.exception("worker %s failed to record job %s", name, record.id)
             finally:
                 self._busy[name] = None
+            with self._wakeup:  # a job a client's running limit held back may be free to run now
+                self._wakeup.notify_all()
         log.info("worker %s stopped", name)
 
     def _run(self, record: JobRecord, device: str) -> None:
@@ -284,6 +289,9 @@ class EmbeddedQueue(JobQueue):
                 self.metrics.encode_seconds.observe(outcome.seconds)
                 self._mean_seconds = 0.8 * self._mean_seconds + 0.2 * outcome.seconds
             else:
+                # The last progress the encode reported (polls showed it live) stays in the record: a canceled
+                # or failed job's progress must not fall back to the last throttled write.
+                self.store.update_progress(job_id, live.iteration, live.total, live.psnr)
                 self.store.finish(job_id, outcome.status, outcome.code, outcome.message)
             self._count_finished(outcome.status, job_id)
         finally:

@@ -28,6 +28,7 @@ from service.jobs import JobRecord, JobStatus, Submission, client_params
 
 PREFIX = "gsic:"
 RECORD_LIFETIMES = 7  # a finished job's record is kept this many retention periods
+NO_LIMIT = 1 << 30  # the per-client limits of a caller that sets none
 
 _RECORD_FIELDS = tuple(f.name for f in fields(JobRecord) if f.name not in ("id", "expires_at"))
 _QUEUED, _RUNNING, _WORKERS, _MEAN = (PREFIX + k for k in ("queued", "running", "workers", "mean_seconds"))
@@ -58,24 +59,47 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
 """
 
-# KEYS: queued, idem (or ""), job, input; ARGV: id, queue size, input bytes, then field/value pairs.
-_SUBMIT = """
+# Jobs in the set KEYS[n] whose client is ARGV[client] (a JSON string): read from the store, so every API replica
+# counts the same. The sets are bounded (the queue by GSIC_QUEUE_SIZE, the running jobs by the workers).
+_COUNT_CLIENT = """
+local function of_client(set_key, client, except_id)
+  local n = 0
+  for _, id in ipairs(redis.call('SMEMBERS', set_key)) do
+    if id ~= except_id and redis.call('HGET', '""" + PREFIX + """job:' .. id, 'client') == client then n = n + 1 end
+  end
+  return n
+end
+"""
+
+# KEYS: queued, idem (or ""), job, input; ARGV: id, queue size, input bytes, client (JSON, "" for none), the
+# client's most queued jobs, then field/value pairs.
+_SUBMIT = _COUNT_CLIENT + """
 if KEYS[2] ~= '' then
   local existing = redis.call('GET', KEYS[2])
   if existing then return {'existing', existing} end
 end
 local depth = redis.call('SCARD', KEYS[1])
 if depth >= tonumber(ARGV[2]) then return {'full', tostring(depth)} end
+if ARGV[4] ~= '' then
+  local mine = of_client(KEYS[1], ARGV[4], '')
+  if mine >= tonumber(ARGV[5]) then return {'client_limit', tostring(mine)} end
+end
 if KEYS[2] ~= '' then redis.call('SET', KEYS[2], ARGV[1]) end
-redis.call('HSET', KEYS[3], unpack(ARGV, 4))
+redis.call('HSET', KEYS[3], unpack(ARGV, 6))
 redis.call('SET', KEYS[4], ARGV[3])
 redis.call('SADD', KEYS[1], ARGV[1])
 return {'created', ARGV[1]}
 """
 
-# KEYS: job, queued, running; ARGV: id, owner, started_at, attempt. Returns the status before the claim.
-_CLAIM = """
+# KEYS: job, queued, running; ARGV: id, owner, started_at, attempt, the most running jobs of one client. Returns
+# the status before the claim, or "busy" (nothing changed) while the job's client has that many running.
+_CLAIM = _COUNT_CLIENT + """
 local status = redis.call('HGET', KEYS[1], 'status')
+local client = redis.call('HGET', KEYS[1], 'client')
+if (status == '"queued"' or status == '"running"') and client and client ~= 'null'
+   and of_client(KEYS[3], client, ARGV[1]) >= tonumber(ARGV[5]) then
+  return 'busy'
+end
 if status == '"queued"' or status == '"running"' then
   redis.call('HSET', KEYS[1], 'status', '"running"', 'owner', ARGV[2], 'started_at', ARGV[3],
              'attempts', ARGV[4], 'progress_iteration', '0', 'progress_total', 'null', 'progress_psnr', 'null')
@@ -127,6 +151,17 @@ return 1
 """
 
 
+# KEYS: arq's retry counter of a job.
+_UNCOUNT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('DECR', KEYS[1]) end
+return 1
+"""
+
+
+class ClientBusy(Exception):
+    """The job's client has GSIC_CLIENT_MAX_RUNNING jobs running; the job waits."""
+
+
 class RedisJobStore:
     def __init__(self, redis: Redis, retention_seconds: float):
         self.redis = redis
@@ -137,6 +172,7 @@ class RedisJobStore:
         self._finish_owned = redis.register_script(_FINISH_OWNED)
         self._cancel = redis.register_script(_CANCEL)
         self._requeue = redis.register_script(_REQUEUE)
+        self._uncount = redis.register_script(_UNCOUNT)
 
     # ---- reading ------------------------------------------------------------------------------------------
 
@@ -188,24 +224,36 @@ class RedisJobStore:
 
     # ---- writing ------------------------------------------------------------------------------------------
 
-    async def insert(self, submission: Submission, queue_size: int) -> tuple[str, str]:
-        """Queue a job with its input. Returns ("created", id), ("existing", id) for a known Idempotency-Key
-        or ("full", depth)."""
+    async def insert(self, submission: Submission, queue_size: int,
+                     client_max_queued: int = NO_LIMIT) -> tuple[str, str]:
+        """Queue a job with its input. Returns ("created", id), ("existing", id) for a known Idempotency-Key,
+        ("full", depth) or ("client_limit", the client's queued jobs)."""
         job_id = str(uuid.uuid4())
         record = JobRecord(id=job_id, status=JobStatus.queued, params=submission.params, width=submission.width,
                            height=submission.height, input_bytes=len(submission.image),
                            input_format=submission.image_format, created_at=time.time())
-        pairs = _pairs(record, fingerprint=submission.fingerprint, idempotency_key=submission.idempotency_key)
+        pairs = _pairs(record, fingerprint=submission.fingerprint, idempotency_key=submission.idempotency_key,
+                       client=submission.client)
+        client = "" if submission.client is None else json.dumps(submission.client)
         idem = "" if submission.idempotency_key is None else _key("idem", submission.idempotency_key)
         outcome, value = await self._submit(keys=[_QUEUED, idem, _key("job", job_id), _key("input", job_id)],
-                                            args=[job_id, queue_size, submission.image, *pairs])
+                                            args=[job_id, queue_size, submission.image, client, client_max_queued,
+                                                  *pairs])
         return outcome.decode(), value.decode()
 
-    async def claim(self, job_id: str, owner: str, attempt: int) -> JobStatus | None:
-        """Mark the job running under ``owner``; returns its status before (None: no such job)."""
+    async def claim(self, job_id: str, owner: str, attempt: int,
+                    client_max_running: int = NO_LIMIT) -> JobStatus | None:
+        """Mark the job running under ``owner``; returns its status before (None: no such job). Raises
+        ClientBusy, changing nothing, while the job's client has ``client_max_running`` jobs running."""
         before = await self._claim(keys=[_key("job", job_id), _QUEUED, _RUNNING],
-                                   args=[job_id, owner, json.dumps(time.time()), attempt])
+                                   args=[job_id, owner, json.dumps(time.time()), attempt, client_max_running])
+        if before == b"busy":
+            raise ClientBusy(job_id)
         return JobStatus(json.loads(before)) if before else None
+
+    async def uncount_start(self, retry_key: str) -> None:
+        """Take back arq's count of a start that ran nothing (the job waits for its client's running limit)."""
+        await self._uncount(keys=[retry_key])
 
     async def update_progress(self, job_id: str, owner: str, lease_key: str, lease_seconds: float,
                               iteration: int, total: int | None, psnr: float | None) -> int:

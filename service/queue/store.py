@@ -23,7 +23,7 @@ from pathlib import Path
 from codec import EncodeOptions
 from service.jobs import JobRecord, JobStatus, Submission, client_params
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: jobs.client (the per-client limits)
 STORE_FILE = "jobs.sqlite3"  # in the data dir, with its -wal and -shm files and the .created marker
 _WAL_MAGIC = (0x377F0682, 0x377F0683)  # the first big-endian word of a WAL file (SQLite's file format)
 
@@ -55,7 +55,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     result_n_gaussians INTEGER,
     result_seconds REAL,
     result_device TEXT,
-    purged INTEGER NOT NULL DEFAULT 0
+    purged INTEGER NOT NULL DEFAULT 0,
+    client TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
 CREATE TABLE IF NOT EXISTS blobs (
@@ -77,6 +78,12 @@ class QueueFullError(Exception):
 
 class IdempotencyKeyReused(Exception):
     pass
+
+
+class ClientLimitError(Exception):
+    def __init__(self, queued: int):
+        super().__init__(queued)
+        self.queued = queued
 
 
 class StoreDamaged(RuntimeError):
@@ -111,8 +118,10 @@ class JobStore:
                 raise StoreDamaged(f"{self.path} is empty or missing, but this data dir held a job store: its "
                                    "jobs are gone; restore it (with its -wal file) from a backup, or remove "
                                    f"{self.path.name}.created to start afresh")
-            if version not in (0, SCHEMA_VERSION):
+            if version not in (0, 1, SCHEMA_VERSION):
                 raise RuntimeError(f"{self.path}: job store schema {version}, this service knows {SCHEMA_VERSION}")
+            if version == 1:  # a store of the previous release: its jobs count for no client
+                db.execute("ALTER TABLE jobs ADD COLUMN client TEXT")
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
@@ -181,8 +190,10 @@ class JobStore:
 
     # ---- writing ------------------------------------------------------------------------------------------
 
-    def insert(self, submission: Submission, queue_size: int) -> tuple[JobRecord, bool]:
-        """Queue a job with its input; an Idempotency-Key replay returns the existing job instead."""
+    def insert(self, submission: Submission, queue_size: int,
+               client_max_queued: int | None = None) -> tuple[JobRecord, bool]:
+        """Queue a job with its input; an Idempotency-Key replay returns the existing job instead. Raises
+        QueueFullError, or ClientLimitError when the submission's client has ``client_max_queued`` waiting."""
         with self._tx() as db:
             if submission.idempotency_key is not None:
                 row = db.execute("SELECT * FROM jobs WHERE idempotency_key = ?",
@@ -194,21 +205,31 @@ class JobStore:
             depth = db.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued'").fetchone()[0]
             if depth >= queue_size:
                 raise QueueFullError(depth)
+            if client_max_queued is not None and submission.client is not None:
+                queued = db.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND client = ?",
+                                    (submission.client,)).fetchone()[0]
+                if queued >= client_max_queued:
+                    raise ClientLimitError(queued)
             job_id = str(uuid.uuid4())
             db.execute(
                 "INSERT INTO jobs (id, status, params, width, height, input_bytes, input_format, fingerprint, "
-                "idempotency_key, created_at) VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)",
+                "idempotency_key, created_at, client) VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (job_id, json.dumps(client_params(submission.params)), submission.width, submission.height,
                  len(submission.image), submission.image_format, submission.fingerprint,
-                 submission.idempotency_key, time.time()))
+                 submission.idempotency_key, time.time(), submission.client))
             db.execute("INSERT INTO blobs (job_id, kind, data) VALUES (?, 'input', ?)", (job_id, submission.image))
             row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return self._record(row), True
 
-    def claim_next(self) -> JobRecord | None:
-        """Move the oldest queued job to running and return it."""
+    def claim_next(self, client_max_running: int | None = None) -> JobRecord | None:
+        """Move the oldest queued job to running and return it, passing over the jobs of clients that have
+        ``client_max_running`` running already."""
         with self._tx() as db:
-            row = db.execute("SELECT id FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1").fetchone()
+            row = db.execute(
+                "SELECT id FROM jobs WHERE status = 'queued' AND (client IS NULL OR client NOT IN "
+                "(SELECT client FROM jobs WHERE status = 'running' AND client IS NOT NULL GROUP BY client "
+                "HAVING COUNT(*) >= ?)) ORDER BY seq LIMIT 1",
+                (client_max_running if client_max_running is not None else 2**62,)).fetchone()
             if row is None:
                 return None
             db.execute("UPDATE jobs SET status = 'running', started_at = ?, attempts = attempts + 1, "

@@ -5,13 +5,12 @@ from __future__ import annotations
 import math
 from typing import Annotated
 
-import anyio.to_thread
 from fastapi import APIRouter, File, Form, UploadFile
 from pydantic import BaseModel, Field
 
 import codec
 from service.compare import rivals_at_size
-from service.deps import CpuLimiterDep, SettingsDep
+from service.deps import CpuSlotsDep, SettingsDep
 from service.errors import problems
 from service.uploads import check_image, read_upload
 
@@ -47,10 +46,10 @@ def _compare(data: bytes, max_pixels: int, max_bytes: int) -> Comparison:
              responses=problems(413, 415, 422))
 async def compare(
     settings: SettingsDep,
-    limiter: CpuLimiterDep,
+    slots: CpuSlotsDep,
     file: Annotated[UploadFile, File(description="The image, as for POST /encode.")],
     max_bytes: Annotated[int, Form(ge=1, le=1 << 30, description="The file size to match, e.g. a job's "
                                    "result.bytes.")],
 ) -> Comparison:
     data = await read_upload(file, settings.max_upload_bytes)
-    return await anyio.to_thread.run_sync(_compare, data, settings.max_pixels, max_bytes, limiter=limiter)
+    return await slots.run(_compare, data, settings.max_pixels, max_bytes)

@@ -7,9 +7,9 @@ import io
 import logging
 import time
 import zlib
+from pathlib import Path
 from typing import Annotated
 
-import anyio.to_thread
 import numpy as np
 from fastapi import APIRouter, Query, Request, Response
 from PIL import Image
@@ -19,7 +19,7 @@ from starlette.formparsers import MultiPartException
 
 import codec
 from codec.view import parse_box
-from service.deps import CpuLimiterDep, MetricsDep, SettingsDep
+from service.deps import CpuSlotsDep, MetricsDep, SettingsDep
 from service.errors import Problem, problems
 
 log = logging.getLogger("gsic.service.decode")
@@ -58,6 +58,19 @@ def header_fields(header) -> dict[str, str]:
     return out
 
 
+# An 8x8 gradient encoded by codec.encode (preset high, 2 iterations): decoded once as the app starts, so the
+# decoder's kernels are compiled (about 12 s on a cold numba cache here) or loaded before any request's
+# GSIC_DECODE_TIMEOUT runs, not under it.
+WARM_UP = Path(__file__).resolve().parents[1] / "warmup.gsi"
+
+
+def warm_up(device: str) -> None:
+    try:
+        _render_png(WARM_UP.read_bytes(), device, {}, 64, 1 << 20)
+    except Exception:  # noqa: BLE001 - a decoder that cannot start shows in the first request's answer
+        log.exception("the decoder warm-up failed")
+
+
 def _render_png(data: bytes, device: str, size: dict, max_pixels: int, max_evaluations: int) -> bytes:
     pixels = codec.decode(data, device=device, max_pixels=max_pixels, max_evaluations=max_evaluations, **size)
     buffer = io.BytesIO()
@@ -94,19 +107,20 @@ async def _read_bitstream(request: Request, max_bytes: int) -> bytes:
     description="Without parameters the whole picture at its encoded size. `width` / `height` / `scale` and "
                 "`box` render the Gaussians directly at that size and region (a thumbnail, or a zoom that is "
                 "not upscaled pixels); the output must fit `GSIC_MAX_PIXELS` and `GSIC_DECODE_MAX_PIXELS`, and "
-                "the work `GSIC_DECODE_MAX_EVALUATIONS` (413 `decode_too_costly`).",
+                "the work `GSIC_DECODE_MAX_EVALUATIONS` (413 `decode_too_costly`); one that runs past "
+                "`GSIC_DECODE_TIMEOUT` answers 503 `decode_timeout`.",
     openapi_extra=_BODY_DOC,
     responses={200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
                      "description": "The decoded image; the bitstream header is echoed in X-Gsic-* headers "
                                     "(X-Gsic-Version, X-Gsic-Width, X-Gsic-Height, X-Gsic-N-Gaussians, ...), the "
                                     "rendered size in X-Gsic-Output-Width and X-Gsic-Output-Height."},
-               **problems(400, 413, 422)},
+               **problems(400, 413, 422, 503)},
 )
 async def decode(
     request: Request,
     settings: SettingsDep,
     metrics: MetricsDep,
-    limiter: CpuLimiterDep,
+    slots: CpuSlotsDep,
     width: Annotated[int | None, Query(ge=1, description="Output width in pixels; alone, the height follows "
                                        "the aspect of the box.")] = None,
     height: Annotated[int | None, Query(ge=1, description="Output height in pixels.")] = None,
@@ -138,8 +152,12 @@ async def decode(
                                               f"this server renders ({max_pixels})")
     started = time.perf_counter()
     try:
-        png = await anyio.to_thread.run_sync(_render_png, data, settings.decode_device, size, max_pixels,
-                                             settings.decode_max_evaluations, limiter=limiter)
+        png = await slots.run(_render_png, data, settings.decode_device, size, max_pixels,
+                              settings.decode_max_evaluations, timeout=settings.decode_timeout)
+    except TimeoutError:
+        raise Problem(503, "decode_timeout", f"the decode did not finish within {settings.decode_timeout:g} s "
+                      "(GSIC_DECODE_TIMEOUT), waiting for a decode slot included; the server is busy",
+                      headers={"Retry-After": "1"}) from None
     except codec.DecodeLimitError as exc:
         raise Problem(413, "decode_too_costly", f"{exc}; this server's limit (GSIC_DECODE_MAX_EVALUATIONS)",
                       field=exc.field) from None

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import anyio.to_thread
 from fastapi import APIRouter, File, Form, Header, Response, UploadFile, status
 
 import codec
-from service.deps import CpuLimiterDep, QueueDep, SettingsDep
+from service.deps import ClientDep, CpuSlotsDep, QueueDep, SettingsDep
 from service.errors import Problem, problems
 from service.jobs import Job, Submission, job_resource
-from service.queue.base import IdempotencyConflict, QueueFull
+from service.limits import check_encode_work
+from service.queue.base import ClientLimit, IdempotencyConflict, QueueFull
 from service.uploads import check_image, fingerprint, read_upload
 
 router = APIRouter(tags=["encode"])
@@ -36,7 +36,8 @@ async def submit_encode(
     response: Response,
     queue: QueueDep,
     settings: SettingsDep,
-    limiter: CpuLimiterDep,
+    slots: CpuSlotsDep,
+    client: ClientDep,
     file: Annotated[UploadFile, File(description="The image: PNG, JPEG, GIF (first frame), WebP, BMP, TIFF, "
                                                  "PPM/PGM or AVIF, sniffed from its bytes.")],
     bpp: Annotated[float | None, Form(ge=MIN_BPP, le=MAX_BPP, allow_inf_nan=False,
@@ -68,14 +69,17 @@ async def submit_encode(
         raise Problem(429, "queue_full", f"the queue is full ({stats.depth} jobs waiting)",
                       headers={"Retry-After": retry})
     data = await read_upload(file, settings.max_upload_bytes)
-    image_format, width, height = await anyio.to_thread.run_sync(check_image, data, settings.max_pixels,
-                                                                 limiter=limiter)
+    image_format, width, height = await slots.run(check_image, data, settings.max_pixels)
+    check_encode_work(width, height, params, settings.max_encode_work)
     submission = Submission(image=data, image_format=image_format, width=width, height=height, params=params,
-                            fingerprint=fingerprint(data, params), idempotency_key=idempotency_key)
+                            fingerprint=fingerprint(data, params), idempotency_key=idempotency_key, client=client)
     try:
         outcome = await queue.submit(submission)
     except QueueFull as exc:
         raise Problem(429, "queue_full", str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
+    except ClientLimit as exc:
+        raise Problem(429, "client_limit", str(exc), headers={"Retry-After": str(exc.retry_after)},
+                      limit="GSIC_CLIENT_MAX_QUEUED") from None
     except IdempotencyConflict as exc:
         raise Problem(422, "idempotency_key_reused", str(exc)) from None
     record = outcome.record

@@ -128,6 +128,30 @@ def test_cancel_running_job_stops_it(client, kodak_crop):
     assert wait_job(client, follow["id"])["status"] == "succeeded"
 
 
+def test_progress_of_a_canceled_job_never_goes_back(client, kodak_crop):
+    """Issue 14: polls show the live progress while a job runs; once canceled it fell back to the last
+    (throttled) write to the store."""
+    job_id = submit(client, kodak_crop, iterations="20000").json()["id"]
+    seen = [0]
+    deadline = time.monotonic() + 60
+    while seen[-1] < 5 and time.monotonic() < deadline:  # a few progress reports in, between two writes
+        seen.append(client.get(f"/jobs/{job_id}").json()["progress"]["iteration"])
+        time.sleep(0.02)
+    canceled = client.delete(f"/jobs/{job_id}")
+    assert canceled.status_code == 202, canceled.text
+    seen.append(canceled.json()["progress"]["iteration"])
+    while True:
+        job = client.get(f"/jobs/{job_id}").json()
+        seen.append(job["progress"]["iteration"])
+        if job["status"] == "canceled" or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    assert job["status"] == "canceled", job
+    seen += [client.get(f"/jobs/{job_id}").json()["progress"]["iteration"] for _ in range(3)]
+    assert seen == sorted(seen), seen
+    assert seen[-1] >= 5
+
+
 def test_delete_finished_job_keeps_it(client, small_png):
     job = wait_job(client, submit(client, small_png).json()["id"])
     response = client.delete(f"/jobs/{job['id']}")
