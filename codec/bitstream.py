@@ -1,4 +1,4 @@
-"""The .gsi file layout, version 1 (docs/bitstream.md): serialising ``QuantizedGaussians``, nothing more.
+"""The .gsi file layout, versions 1 and 2 (docs/bitstream.md): serialising ``QuantizedGaussians``, nothing more.
 
 Header fields are declared with widths and range checks.
 
@@ -7,9 +7,12 @@ naming the field. Layout (little-endian):
 
     header   fixed fields (HEADER_FIELDS) + 14 float16 ranges (3 shape columns, 4 colour columns)
     side     bit-packed: row-gap histogram (sorted rows only), shape histograms (per column, or of the
-             shape index), colour index histogram, shape codebook (unless per Gaussian), colour codebook
+             shape index), colour histograms (likewise), then the codebooks of the groups that have one
     payload  range-coded symbols (uint32 words): row (or row gap dy when rows are sorted), column,
-             shape (3 column symbols, or a codebook index), colour index per Gaussian
+             shape (3 column symbols, or a codebook index), colour (4 column symbols, or an index)
+
+Version 2 adds only flag bit 3 (colours per Gaussian, like shapes); a file without it is written as
+version 1, so older readers keep reading what they can.
     crc32    of everything before it
 """
 
@@ -27,7 +30,7 @@ from codec.errors import BitstreamError
 from codec.quantized import BLEND_MODES, COLOR_COLUMNS, RANGE_BOUNDS, SHAPE_COLUMNS, Layout, QuantizedGaussians
 
 MAGIC = b"GSIC"
-VERSION = 1
+VERSION = 2  # the newest this reader knows; version 1 files (no per-Gaussian colours) still decode
 MAX_SIDE = 16384
 MAX_PIXELS = 40_000_000
 MAX_GAUSSIANS = 1 << 20
@@ -45,15 +48,16 @@ class Field:
 
 
 HEADER_FIELDS = (
-    Field("version", "B", VERSION, VERSION),
-    # bit 0: blend mode (0 ordered alpha, 1 accumulated sum); bit 1: rows sorted; bit 2: shape per Gaussian
-    Field("flags", "B", 0, 7),
+    Field("version", "B", 1, VERSION),
+    # bit 0: blend mode (0 ordered alpha, 1 accumulated sum); bit 1: rows sorted; bit 2: shape per Gaussian;
+    # bit 3 (version 2 only): colour per Gaussian
+    Field("flags", "B", 0, 15),
     Field("width", "H", 1, MAX_SIDE),
     Field("height", "H", 1, MAX_SIDE),
     Field("n_gaussians", "I", 0, MAX_GAUSSIANS),
     Field("position_bits", "B", 4, 14),
     Field("k_shape", "H", 0, MAX_K),  # 0 exactly when the shape is coded per Gaussian
-    Field("k_color", "H", 1, MAX_K),
+    Field("k_color", "H", 0, MAX_K),  # 0 exactly when the colour is coded per Gaussian
     Field("shape_bits", "B", 1, 16),
     Field("color_bits", "B", 1, 16),
     Field("side_length", "I", 0, MAX_SECTION_BYTES),
@@ -80,6 +84,39 @@ class Header(Layout):
         return HEADER_BYTES + self.side_length + self.payload_length + CRC_BYTES
 
 
+@dataclass(frozen=True)
+class _Group:
+    """One attribute group as the file codes it: per Gaussian (a histogram and a payload stream per column)
+    or through a codebook (a histogram of the indices, the entries bit-packed in the side information)."""
+
+    name: str  # "shape" or "color"
+    columns: tuple[str, ...]
+    per_gaussian: bool
+    k: int  # codebook entries; 0 when per Gaussian
+    bits: int
+
+    @property
+    def alphabet(self) -> int:  # of each per-column symbol
+        return 1 << self.bits
+
+    def counts_bits(self, count_bits: int) -> int:  # the longest its histograms can be
+        return (len(self.columns) * self.alphabet if self.per_gaussian else self.k) * count_bits
+
+    def codebook_bits(self) -> int:
+        return self.k * len(self.columns) * self.bits
+
+
+def _groups(shape_per_gaussian: bool, color_per_gaussian: bool, k_shape: int, k_color: int, shape_bits: int,
+            color_bits: int) -> tuple[_Group, _Group]:  # in file order
+    return (_Group("shape", SHAPE_COLUMNS, shape_per_gaussian, k_shape, shape_bits),
+            _Group("color", COLOR_COLUMNS, color_per_gaussian, k_color, color_bits))
+
+
+def _layout_groups(layout: Layout, k_shape: int, k_color: int) -> tuple[_Group, _Group]:
+    return _groups(layout.shape_per_gaussian, layout.color_per_gaussian, k_shape, k_color, layout.shape_bits,
+                   layout.color_bits)
+
+
 def write_bitstream(q: QuantizedGaussians) -> bytes:
     layout, n = q.layout, len(q)
     rows = np.diff(q.y, prepend=0) if layout.rows_sorted else q.y
@@ -92,25 +129,24 @@ def write_bitstream(q: QuantizedGaussians) -> bytes:
         row_model = categorical(write_histogram(side, rows, row_alphabet))
     else:
         row_model = uniform(layout.position_bits)
-    if layout.shape_per_gaussian:
-        shape_models = [categorical(write_histogram(side, column, 1 << layout.shape_bits))
-                        for column in q.shape_codebook.T]
-    else:
-        shape_model = categorical(write_histogram(side, q.shape_index, q.k_shape))
-    color_counts = write_histogram(side, q.color_index, q.k_color)
-    if not layout.shape_per_gaussian:
-        side.write_array(q.shape_codebook, layout.shape_bits)
-    side.write_array(q.color_codebook, layout.color_bits)
-    if layout.shape_per_gaussian:
-        shape_streams = list(zip(q.shape_codebook.T, shape_models))
-    else:
-        shape_streams = [(q.shape_index, shape_model)]
-    payload = encode_symbols([(rows, row_model), (q.x, uniform(layout.position_bits)), *shape_streams,
-                              (q.color_index, categorical(color_counts))])
+    streams = [(rows, row_model), (q.x, uniform(layout.position_bits))]
+    groups = _layout_groups(layout, q.k_shape, q.k_color)
+    values = {"shape": (q.shape_codebook, q.shape_index), "color": (q.color_codebook, q.color_index)}
+    for group in groups:  # histograms first, then the codebooks (the reader needs every count first)
+        codebook, index = values[group.name]
+        symbols = list(codebook.T) if group.per_gaussian else [index]
+        alphabet = group.alphabet if group.per_gaussian else group.k
+        streams += [(column, categorical(write_histogram(side, column, alphabet))) for column in symbols]
+    for group in groups:
+        if not group.per_gaussian:
+            side.write_array(values[group.name][0], group.bits)
+    payload = encode_symbols(streams)
     side_bytes = side.getvalue()
     flags = (BLEND_MODES.index(layout.blend_mode) | (int(layout.rows_sorted) << 1)
-             | (int(layout.shape_per_gaussian) << 2))
-    values = [VERSION, flags, layout.width, layout.height, n, layout.position_bits, q.k_shape, q.k_color,
+             | (int(layout.shape_per_gaussian) << 2) | (int(layout.color_per_gaussian) << 3))
+    # The lowest version that can express the file: without per-Gaussian colours it is a version 1 file.
+    version = 2 if layout.color_per_gaussian else 1
+    values = [version, flags, layout.width, layout.height, n, layout.position_bits, q.k_shape, q.k_color,
               layout.shape_bits, layout.color_bits, len(side_bytes), len(payload)]
     for field, value in zip(HEADER_FIELDS, values):
         _check(field, value)
@@ -135,17 +171,21 @@ def parse_header(data: bytes) -> Header:
     for name in ("k_shape", "k_color"):
         if fields[name] > max(fields["n_gaussians"], 1):
             raise BitstreamError(name, f"{fields[name]} codebook entries for {fields['n_gaussians']} Gaussians")
-    per_gaussian = bool(fields["flags"] & 4)
-    if per_gaussian != (fields["k_shape"] == 0):
-        raise BitstreamError("k_shape", "must be 0 exactly when the shape is coded per Gaussian")
-    if per_gaussian and fields["shape_bits"] > MAX_SCALAR_BITS:
-        raise BitstreamError("shape_bits", f"{fields['shape_bits']} exceeds {MAX_SCALAR_BITS} for per-Gaussian shapes")
+    if fields["flags"] & 8 and fields["version"] < 2:
+        raise BitstreamError("flags", "per-Gaussian colours (bit 3) need version 2")
+    for bit, group in ((4, "shape"), (8, "color")):
+        per_gaussian = bool(fields["flags"] & bit)
+        if per_gaussian != (fields[f"k_{group}"] == 0):
+            raise BitstreamError(f"k_{group}", f"must be 0 exactly when the {group} is coded per Gaussian")
+        if per_gaussian and fields[f"{group}_bits"] > MAX_SCALAR_BITS:
+            raise BitstreamError(f"{group}_bits", f"{fields[f'{group}_bits']} exceeds {MAX_SCALAR_BITS} for "
+                                                  f"per-Gaussian {group}s")
     # Columns (and unsorted rows) are uniform: N of them need N * b payload bits, whatever else is coded.
     uniform_bits = fields["n_gaussians"] * fields["position_bits"] * (1 if fields["flags"] & 2 else 2)
     if fields["payload_length"] * 8 + 64 < uniform_bits:
         raise BitstreamError("payload_length", f"{fields['payload_length']} bytes cannot hold the positions of "
                                                f"{fields['n_gaussians']} Gaussians")
-    most = _most_side_bytes(fields, per_gaussian)
+    most = _most_side_bytes(fields)
     if fields["side_length"] > most:
         raise BitstreamError("side_length", f"{fields['side_length']} bytes, but these counts need at most {most}")
     expected = HEADER_BYTES + fields["side_length"] + fields["payload_length"] + CRC_BYTES
@@ -158,6 +198,7 @@ def parse_header(data: bytes) -> Header:
     color_ranges = _checked_ranges(ranges[2 * len(SHAPE_COLUMNS):], COLOR_COLUMNS)
     flags = fields.pop("flags")
     return Header(blend_mode=BLEND_MODES[flags & 1], rows_sorted=bool(flags & 2), shape_per_gaussian=bool(flags & 4),
+                  color_per_gaussian=bool(flags & 8),
                   shape_ranges=shape_ranges, color_ranges=color_ranges, **fields)
 
 
@@ -177,35 +218,33 @@ def read_bitstream(data: bytes, header: Header | None = None) -> QuantizedGaussi
     else:
         streams.append(("payload.rows", uniform(header.position_bits), None))
     streams.append(("payload.x", uniform(header.position_bits), None))
-    if header.shape_per_gaussian:
-        shape_counts = [(f"payload.{name}", read_histogram(side, 1 << header.shape_bits, n)) for name in SHAPE_COLUMNS]
-    else:
-        shape_counts = [("payload.shape_index", read_histogram(side, header.k_shape, n))]
-    color_counts = read_histogram(side, header.k_color, n)
-    streams += [(field, categorical(counts), counts) for field, counts in shape_counts]
-    streams.append(("payload.color_index", categorical(color_counts), color_counts))
-    if not header.shape_per_gaussian:
-        shape_codebook = side.read_array(header.k_shape * len(SHAPE_COLUMNS), header.shape_bits)
-    color_codebook = side.read_array(header.k_color * len(COLOR_COLUMNS), header.color_bits)
+    groups = _layout_groups(header, header.k_shape, header.k_color)
+    for group in groups:
+        histograms = [(f"payload.{name}", group.alphabet) for name in group.columns] if group.per_gaussian \
+            else [(f"payload.{group.name}_index", group.k)]
+        for field, alphabet in histograms:
+            counts = read_histogram(side, alphabet, n)
+            streams.append((field, categorical(counts), counts))
+    codebooks = {group.name: side.read_array(group.k * len(group.columns), group.bits).reshape(group.k, -1)
+                 for group in groups if not group.per_gaussian}
     if side.remaining_bits() >= 8:
         raise BitstreamError("side_length", f"{side.remaining_bits()} bits left over after the codebooks")
     payload = data[HEADER_BYTES + header.side_length: len(data) - CRC_BYTES]
     decoded = _read_payload(payload, streams, n, header.position_bits)
-    rows, x = decoded[0], decoded[1]
-    if header.shape_per_gaussian:
-        shape_codebook = np.stack(decoded[2:5], 1).ravel()
-        shape_index = np.arange(n)
-    else:
-        shape_index = decoded[2]
-    color_index = decoded[-1]
+    rows, x, rest = decoded[0], decoded[1], decoded[2:]
+    values = {}
+    for group in groups:  # each group's streams, in order: its columns, or its index
+        if group.per_gaussian:
+            columns, rest = rest[:len(group.columns)], rest[len(group.columns):]
+            values[group.name] = (np.stack(columns, 1).reshape(n, len(group.columns)), np.arange(n))
+        else:
+            values[group.name], rest = (codebooks[group.name], rest[0]), rest[1:]
     y = np.cumsum(rows) if header.rows_sorted else rows
     if n and y.max() >= (1 << header.position_bits):
         raise BitstreamError("payload.rows", "positions run past the grid")
-    return QuantizedGaussians(
-        layout=header, x=x, y=y, shape_codebook=shape_codebook.reshape(-1, len(SHAPE_COLUMNS)),
-        shape_index=shape_index, color_codebook=color_codebook.reshape(header.k_color, len(COLOR_COLUMNS)),
-        color_index=color_index,
-    )
+    (shape_codebook, shape_index), (color_codebook, color_index) = values["shape"], values["color"]
+    return QuantizedGaussians(layout=header, x=x, y=y, shape_codebook=shape_codebook, shape_index=shape_index,
+                              color_codebook=color_codebook, color_index=color_index)
 
 
 def _read_payload(payload: bytes, streams, n: int, position_bits: int) -> list[np.ndarray]:
@@ -237,16 +276,15 @@ def _read_payload(payload: bytes, streams, n: int, position_bits: int) -> list[n
     return decoded
 
 
-def _most_side_bytes(fields: dict, per_gaussian: bool) -> int:
+def _most_side_bytes(fields: dict) -> int:
     """The longest side information the header's counts allow (every histogram count at its longest code),
     so a file cannot make the reader hold more side bytes than it could ever read."""
     count_bits = 2 * (fields["n_gaussians"] + 1).bit_length() - 1  # Elias gamma of a count + 1 <= N + 1
     position_bits = fields["position_bits"]
-    counts = fields["k_color"] + (3 << fields["shape_bits"] if per_gaussian else fields["k_shape"])
     rows = 2 * position_bits + 1 + (count_bits << position_bits) if fields["flags"] & 2 else 0  # gap histogram
-    bits = (rows + counts * count_bits
-            + fields["k_shape"] * len(SHAPE_COLUMNS) * fields["shape_bits"]
-            + fields["k_color"] * len(COLOR_COLUMNS) * fields["color_bits"])
+    groups = _groups(bool(fields["flags"] & 4), bool(fields["flags"] & 8), fields["k_shape"], fields["k_color"],
+                     fields["shape_bits"], fields["color_bits"])
+    bits = rows + sum(group.counts_bits(count_bits) + group.codebook_bits() for group in groups)
     return -(-bits // 8)
 
 

@@ -18,12 +18,12 @@ def stream_breakdown(data: bytes) -> dict[str, int]:
     q = read_bitstream(bytes(data))
     header, n = q.layout, len(q)
     rows = np.diff(q.y, prepend=0) if header.rows_sorted else None
-    shape_symbols = [q.shape_codebook[:, i] for i in range(q.shape_codebook.shape[1])] if header.shape_per_gaussian \
-        else [q.shape_index]
+    shape_symbols = list(q.shape_codebook.T) if header.shape_per_gaussian else [q.shape_index]
+    color_symbols = list(q.color_codebook.T) if header.color_per_gaussian else [q.color_index]
     estimate = {
         "positions": n * header.position_bits * (1 if rows is not None else 2) + (_entropy_bits(rows) if rows is not None else 0),
         "shapes": sum(_entropy_bits(s) for s in shape_symbols),
-        "colors": _entropy_bits(q.color_index),
+        "colors": sum(_entropy_bits(s) for s in color_symbols),
     }
     payload_bits = 8 * header.payload_length
     total = sum(estimate.values())

@@ -35,6 +35,7 @@ from codec.options import EncodeOptions
 from codec.presets import Method
 from codec.quantize import Codebook, QuantisedModel
 from codec.quantized import Layout
+from codec.rate_model import bits_per_pixel
 from codec.rate import BUDGET_FIT_ROUNDS, MIN_GAUSSIANS, RateControl, RatePlan, measure
 from kernels import PairBound, render
 
@@ -69,6 +70,7 @@ def encode_array(
     target = torch.tensor(pixels, dtype=torch.float32, device=device) / 255
     rate = RateControl.for_image(options.target_bpp, height, width, config.position_bits,
                                  rows_sorted=config.blend_mode == "sum", shape_per_gaussian=config.shape_per_gaussian,
+                                 color_per_gaussian=config.color_per_gaussian,
                                  gaussians_per_entry=config.gaussians_per_entry)
     training = _Training(target, rate.plan, config, options.total_iterations, options.seed, progress)
     fit_steps = max(1, int(config.fit_share * training.total))
@@ -113,7 +115,7 @@ def _quantise(training: "_Training", rate: RateControl) -> QuantisedModel:
         model = training.cluster(training.gaussians, rate.plan)
         if not _prune_to_fit(training, model, rate) or fit_round == BUDGET_FIT_ROUNDS - 1:
             break  # the final write prunes whatever still overshoots
-    training.train_codebooks(model.codebooks())
+    training.train_codebooks(model)
     return model
 
 
@@ -187,7 +189,7 @@ def _keep(training: "_Training", model: QuantisedModel, index: Tensor) -> None:
 
 
 def _importance(training: "_Training", model: QuantisedModel, keep: int) -> Tensor:  # [keep] indices
-    return importance_order(model.shape_values(training.gaussians), model.color_values(),
+    return importance_order(model.shape_values(training.gaussians), model.color_values(training.gaussians),
                             training.config.blend_mode, keep)
 
 
@@ -222,23 +224,30 @@ class _Training:
         self._codebooks: list[Codebook] = []
         self._codebook_optimizer: torch.optim.Optimizer | None = None
         self._pair_bounds: dict[tuple[int, int], PairBound] = {}  # per render size (coarse, full)
+        # The rate term counts the per-Gaussian columns, whose form needs no clustering: one model serves
+        # the fit and the quantised phase alike.
+        self._rate_model = QuantisedModel(self._layout(plan), None, None, target.device) if config.rate_weight else None
 
-    def train_codebooks(self, codebooks: list[Codebook]) -> None:
-        """From now on also train these codebooks' entries (colour first, at the colour learning rate)."""
-        self._codebooks = codebooks
-        lrs = [self.config.lr_color, self.config.lr_log_scale]
-        self._codebook_optimizer = torch.optim.Adam(
-            [{"params": [vq.centroids], "lr": lr} for vq, lr in zip(codebooks, lrs)], eps=1e-15)
+    def train_codebooks(self, model: QuantisedModel) -> None:
+        """From now on also train the model's codebook entries, each at its group's learning rate."""
+        groups = [(vq, lr) for vq, lr in ((model.color_vq, self.config.lr_color),
+                                          (model.shape_vq, self.config.lr_log_scale)) if vq is not None]
+        self._codebooks = [vq for vq, _ in groups]
+        if groups:
+            self._codebook_optimizer = torch.optim.Adam([{"params": [vq.centroids], "lr": lr} for vq, lr in groups],
+                                                        eps=1e-15)
 
     def trained_tensors(self, model: QuantisedModel) -> list[Tensor]:  # all a quantised step may change
         return self.gaussians.tensors() + [vq.centroids for vq in model.codebooks()]
 
     def cluster(self, gaussians: Gaussians, plan: RatePlan) -> QuantisedModel:
         """The quantised form of ``gaussians`` under ``plan``, codebooks fresh from K-means."""
-        # The ranges are the trained values', taken when the file is written.
-        layout = Layout(self.width, self.height, self.config.blend_mode, plan.rows_sorted, plan.k_shape == 0,
-                        plan.position_bits, plan.shape_bits, plan.color_bits, shape_ranges=(), color_ranges=())
-        return QuantisedModel.cluster(gaussians, layout, plan.k_shape, plan.k_color, self.generator)
+        return QuantisedModel.cluster(gaussians, self._layout(plan), plan.k_shape, plan.k_color, self.generator)
+
+    def _layout(self, plan: RatePlan) -> Layout:  # the ranges are the trained values', taken at the write
+        return Layout(self.width, self.height, self.config.blend_mode, plan.rows_sorted, plan.k_shape == 0,
+                      plan.k_color == 0, plan.position_bits, plan.shape_bits, plan.color_bits, shape_ranges=(),
+                      color_ranges=())
 
     def fitted_inputs(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:  # nothing quantised yet
         g = self.gaussians
@@ -258,6 +267,9 @@ class _Training:
         image = render(means, scales, rotations, colors, opacities, height, width, self.config.blend_mode,
                        pair_bound=bound)
         loss = l1_ssim_loss(image, target, self.config.ssim_weight)
+        if self._rate_model is not None:  # D + lambda R, R in bits per pixel of the image
+            loss = loss + self.config.rate_weight * bits_per_pixel(self._rate_model.coded_columns(self.gaussians),
+                                                                   self.height * self.width)
         optimizers = [self.optimizer] + ([self._codebook_optimizer] if self._codebook_optimizer else [])
         for optimizer in optimizers:
             optimizer.zero_grad(set_to_none=True)  # parameters the quantised phase does not use stay untouched

@@ -16,6 +16,7 @@ class Method:
     name: str
     blend_mode: str  # "alpha" (ordered blending, the paper) or "sum" (accumulated, order-free)
     shape_per_gaussian: bool = False  # scalar-quantised shape per Gaussian instead of a K-means codebook
+    color_per_gaussian: bool = False  # likewise for colour and opacity (format version 2)
     iterations: int = 1200  # total optimisation steps at full resolution
     coarse_share: float = 0.0  # first steps fitted at half resolution (coarse to fine)
     fit_share: float = 0.7  # steps before vector quantisation starts
@@ -42,8 +43,15 @@ class Method:
     # Share of the quantised steps after which the stream is measured once more: the remaining steps heal
     # a prune there, which at the final write costs the image much more.
     remeasure_at: float = 0.75
+    # Weight of the rate term (codec.rate_model: bits per pixel of the per-Gaussian columns) in the loss, in
+    # units of the L1 loss per bit per pixel; 0: none. Needs shapes and colours both coded per Gaussian.
+    rate_weight: float = 0.0
     # Gaussians per colour codebook entry (the codebook size is the power of two nearest N / this).
     gaussians_per_entry: int = 16
+
+    def __post_init__(self) -> None:
+        if self.rate_weight and not (self.shape_per_gaussian and self.color_per_gaussian):
+            raise ValueError("rate_weight needs shapes and colours both coded per Gaussian")
 
 
 METHODS = {

@@ -105,29 +105,34 @@ class Codebook:
 
 
 class QuantisedModel:
-    """The Gaussians as the quantised phase trains them: colour and opacity through a codebook, shapes
-    through a codebook or per Gaussian on a uniform grid, positions on the format's grid; every value the
-    render sees is exactly what the decoder will see."""
+    """The Gaussians as the quantised phase trains them: shapes and colours each through a codebook or per
+    Gaussian on a uniform grid, positions on the format's grid; every value the render sees is exactly
+    what the decoder will see."""
 
-    def __init__(self, layout: Layout, shape_vq: Codebook | None, color_vq: Codebook):
+    def __init__(self, layout: Layout, shape_vq: Codebook | None, color_vq: Codebook | None, device: torch.device):
         self.layout, self.shape_vq, self.color_vq = layout, shape_vq, color_vq  # layout ranges: placeholders
         # On the device once: a per-step host-to-device copy would wait for the GPU.
-        self._shape_bounds = torch.as_tensor(format_bounds(SHAPE_COLUMNS), device=color_vq.centroids.device)
+        self._shape_bounds = torch.as_tensor(format_bounds(SHAPE_COLUMNS), device=device)
+        self._color_bounds = torch.as_tensor(format_bounds(COLOR_COLUMNS), device=device)
+        # Accumulated blending draws c * opacity: per-Gaussian colours code that product, opacity fixed at 1
+        # (a constant column costs no payload), rather than spend symbols on a redundant factor.
+        self._fold_opacity = layout.blend_mode == "sum"
 
     @classmethod
     def cluster(cls, gaussians: Gaussians, layout: Layout, k_shape: int, k_color: int,
                 generator: torch.Generator) -> "QuantisedModel":
-        """K-means of the shapes (unless coded per Gaussian; first, for the random stream) and of the colours."""
-        shape_vq = None
+        """K-means of the groups not coded per Gaussian (shapes first, for the random stream)."""
+        shape_vq = color_vq = None
         if not layout.shape_per_gaussian:
             shape_vq = Codebook.cluster(_shape_vectors(gaussians), k_shape, layout.shape_bits,
                                         format_bounds(SHAPE_COLUMNS), generator)
-        color_vq = Codebook.cluster(_color_vectors(gaussians), k_color, layout.color_bits,
-                                    format_bounds(COLOR_COLUMNS), generator)
-        return cls(layout, shape_vq, color_vq)
+        if not layout.color_per_gaussian:
+            color_vq = Codebook.cluster(_color_vectors(gaussians), k_color, layout.color_bits,
+                                        format_bounds(COLOR_COLUMNS), generator)
+        return cls(layout, shape_vq, color_vq, gaussians.xy.device)
 
-    def codebooks(self) -> list[Codebook]:  # colour first
-        return [self.color_vq] + ([self.shape_vq] if self.shape_vq is not None else [])
+    def codebooks(self) -> list[Codebook]:
+        return [vq for vq in (self.color_vq, self.shape_vq) if vq is not None]
 
     def keep(self, index: Tensor) -> None:  # [M] the Gaussians kept, as ``density.select`` keeps them
         for vq in self.codebooks():
@@ -137,32 +142,57 @@ class QuantisedModel:
         if self.shape_vq is not None:
             return self.shape_vq.values()
         vectors = _shape_vectors(gaussians)
-        return fake_quantize(vectors, self._shape_ranges(vectors), self.layout.shape_bits)
+        return fake_quantize(vectors, _ranges(vectors, self._shape_bounds), self.layout.shape_bits)
 
-    def color_values(self) -> Tensor:  # [N, 4] colour and opacity as the decoder sees them
-        return self.color_vq.values()
+    def color_values(self, gaussians: Gaussians) -> Tensor:  # [N, 4] colour and opacity as the decoder sees them
+        if self.color_vq is not None:
+            return self.color_vq.values()
+        vectors = self._color_vectors(gaussians)
+        return fake_quantize(vectors, _ranges(vectors, self._color_bounds), self.layout.color_bits)
+
+    def coded_columns(self, gaussians: Gaussians) -> list[tuple[Tensor, Tensor, int]]:
+        """(values [N, D], ranges [D, 2], bits) of each group coded per Gaussian: what the rate term counts
+        (``codec.rate_model``). The values are the unquantised ones, so the count moves smoothly with them."""
+        columns = []
+        if self.shape_vq is None:
+            vectors = _shape_vectors(gaussians)
+            columns.append((vectors, _ranges(vectors, self._shape_bounds), self.layout.shape_bits))
+        if self.color_vq is None:
+            vectors = self._color_vectors(gaussians)
+            columns.append((vectors, _ranges(vectors, self._color_bounds), self.layout.color_bits))
+        return columns
 
     def render_inputs(self, gaussians: Gaussians) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        shape, color = self.shape_values(gaussians), self.color_values()
+        shape, color = self.shape_values(gaussians), self.color_values(gaussians)
         scales, rotation = scales_and_rotation(shape)
         return self.layout.grid.snap(gaussians.xy), scales, rotation, color[:, :3], color[:, 3]
 
     def to_quantized(self, gaussians: Gaussians) -> QuantizedGaussians:
-        if self.shape_vq is not None:
-            shapes, shape_index = self.shape_vq.compact()
-            shape_ranges = self.shape_vq.ranges
-        else:
-            vectors = _shape_vectors(gaussians)
-            shapes, shape_index = vectors.detach().cpu().numpy(), np.arange(len(vectors))
-            shape_ranges = self._shape_ranges(vectors)
-        colors, color_index = self.color_vq.compact()
+        shapes, shape_index, shape_ranges = _group_values(self.shape_vq, _shape_vectors(gaussians), self._shape_bounds)
+        colors, color_index, color_ranges = _group_values(self.color_vq, self._color_vectors(gaussians),
+                                                          self._color_bounds)
         layout = dataclasses.replace(self.layout, shape_ranges=_as_ranges(shape_ranges),
-                                     color_ranges=_as_ranges(self.color_vq.ranges))
+                                     color_ranges=_as_ranges(color_ranges))
         return from_trained(layout, gaussians.xy, shapes, shape_index, colors, color_index)
 
-    def _shape_ranges(self, vectors: Tensor) -> Tensor:  # [3, 2] of per-Gaussian shapes, within the format's bounds
-        bounds = self._shape_bounds
-        return torch.minimum(torch.maximum(half_range(vectors), bounds[:, :1]), bounds[:, 1:])
+    def _color_vectors(self, gaussians: Gaussians) -> Tensor:  # [N, 4] what per-Gaussian colours code
+        vectors = _color_vectors(gaussians)
+        if not self._fold_opacity:
+            return vectors
+        return torch.cat([vectors[:, :3] * vectors[:, 3:], torch.ones_like(vectors[:, 3:])], dim=1)
+
+
+def _group_values(codebook: Codebook | None, vectors: Tensor,  # vectors [N, D]: the group's per-Gaussian values
+                  bounds: Tensor) -> tuple[np.ndarray, np.ndarray, Tensor]:  # (values, index, [D, 2] ranges)
+    """What ``from_trained`` takes for one group: the used codebook entries and indices, or every Gaussian's
+    own values."""
+    if codebook is not None:
+        return *codebook.compact(), codebook.ranges
+    return vectors.detach().cpu().numpy(), np.arange(len(vectors)), _ranges(vectors, bounds)
+
+
+def _ranges(vectors: Tensor, bounds: Tensor) -> Tensor:  # [D, 2] of per-Gaussian values, within the format's bounds
+    return torch.minimum(torch.maximum(half_range(vectors), bounds[:, :1]), bounds[:, 1:])
 
 
 def _shape_vectors(gaussians: Gaussians) -> Tensor:  # [N, 3] log covariance

@@ -40,6 +40,7 @@ class Layout:
     blend_mode: str  # "alpha" (ordered blending) or "sum" (accumulated, order-free)
     rows_sorted: bool  # stored in non-decreasing row order, rows coded as gaps (order-free blending only)
     shape_per_gaussian: bool  # shape symbols coded per Gaussian (scalar quantisation), not via a codebook
+    color_per_gaussian: bool  # colour symbols likewise (format version 2)
     position_bits: int
     shape_bits: int
     color_bits: int
@@ -63,8 +64,8 @@ class QuantizedGaussians:
     y: np.ndarray  # [N] int, position grid row
     shape_codebook: np.ndarray  # [k_shape, 3] int; with shape_per_gaussian: [N, 3], row i for Gaussian i
     shape_index: np.ndarray  # [N] int; with shape_per_gaussian: 0 .. N-1
-    color_codebook: np.ndarray  # [k_color, 4] int
-    color_index: np.ndarray  # [N] int
+    color_codebook: np.ndarray  # [k_color, 4] int; with color_per_gaussian: [N, 4], row i for Gaussian i
+    color_index: np.ndarray  # [N] int; with color_per_gaussian: 0 .. N-1
 
     def __len__(self) -> int:
         return len(self.x)
@@ -74,8 +75,8 @@ class QuantizedGaussians:
         return 0 if self.layout.shape_per_gaussian else len(self.shape_codebook)
 
     @property
-    def k_color(self) -> int:
-        return len(self.color_codebook)
+    def k_color(self) -> int:  # 0 when colours are coded per Gaussian
+        return 0 if self.layout.color_per_gaussian else len(self.color_codebook)
 
 
 @dataclass(frozen=True)
@@ -166,8 +167,8 @@ def from_trained(
     xy: Tensor,  # [N, 2] pixels, training order
     shapes: np.ndarray,  # [k_shape, 3] float codebook; with layout.shape_per_gaussian: [N, 3], training order
     shape_index: np.ndarray,  # [N] into shapes (ignored with shape_per_gaussian)
-    colors: np.ndarray,  # [k_color, 4] float codebook
-    color_index: np.ndarray,  # [N]
+    colors: np.ndarray,  # [k_color, 4] float codebook; with layout.color_per_gaussian: [N, 4], training order
+    color_index: np.ndarray,  # [N] into colors (ignored with color_per_gaussian)
 ) -> QuantizedGaussians:
     """Positions onto the grid and values onto their uniform grids, in file order: sorted by grid row,
     then column, when rows are coded as gaps (about log2(N!) bits less in all); otherwise training order
@@ -179,11 +180,15 @@ def from_trained(
         shapes, shape_index = shapes[order], np.arange(len(order))
     else:
         shape_index = shape_index[order]
+    if layout.color_per_gaussian:
+        colors, color_index = colors[order], np.arange(len(order))
+    else:
+        color_index = color_index[order]
     shape_ranges, color_ranges = layout.range_arrays()
     return QuantizedGaussians(
         layout=layout, x=x[order], y=y[order],
         shape_codebook=quantize_uniform(shapes, shape_ranges, layout.shape_bits), shape_index=shape_index,
-        color_codebook=quantize_uniform(colors, color_ranges, layout.color_bits), color_index=color_index[order],
+        color_codebook=quantize_uniform(colors, color_ranges, layout.color_bits), color_index=color_index,
     )
 
 

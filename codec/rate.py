@@ -19,6 +19,10 @@ MIN_K, MAX_K = 8, 256
 # Per-Gaussian log-covariance bits: 4 kept 24.0 of 25.6 dB where a 128-entry codebook kept 22.9; after the
 # whole encode 5 bits gave 0.4 dB more than 4, and 6 no more than 5.
 SCALAR_SHAPE_BITS = 5
+# Per-Gaussian colour bits (colour times opacity with accumulated blending; see ablation-colour).
+SCALAR_COLOR_BITS = 6
+# Entropy coding saves about this much of each per-Gaussian column's bits (measured on Kodak encodes).
+SHAPE_CODING_GAIN, COLOR_CODING_GAIN = 0.87, 1.0
 BUDGET_FILL = 0.985  # aim just under the budget: training after a measurement moves the size a little
 BUDGET_FIT_ROUNDS = 4  # measure-and-prune rounds of the Gaussian count when quantisation starts
 # The final write drops this much more than the measured excess predicts (Gaussians differ in cost), so
@@ -38,26 +42,28 @@ class RatePlan:
 
 
 def plan_rate(target_bits: float, height: int, width: int, position_bits: int, rows_sorted: bool,
-              shape_per_gaussian: bool, gaussians_per_entry: int) -> RatePlan:
+              shape_per_gaussian: bool, gaussians_per_entry: int, *, color_per_gaussian: bool = False) -> RatePlan:
     """Largest Gaussian count whose modelled stream size fits ``target_bits``."""
+    def plan(n: int) -> RatePlan:
+        return _plan_for(n, position_bits, rows_sorted, shape_per_gaussian, color_per_gaussian, gaussians_per_entry)
+
     low, high = MIN_GAUSSIANS, max(MIN_GAUSSIANS, height * width // 4)
     while low < high:  # bits grow with n: binary search the largest n that fits
         mid = (low + high + 1) // 2
-        if estimate_bits(_plan_for(mid, position_bits, rows_sorted, shape_per_gaussian, gaussians_per_entry)) <= target_bits:
+        if estimate_bits(plan(mid)) <= target_bits:
             low = mid
         else:
             high = mid - 1
-    return _plan_for(low, position_bits, rows_sorted, shape_per_gaussian, gaussians_per_entry)
+    return plan(low)
 
 
-def _plan_for(n: int, position_bits: int, rows_sorted: bool, shape_per_gaussian: bool,
+def _plan_for(n: int, position_bits: int, rows_sorted: bool, shape_per_gaussian: bool, color_per_gaussian: bool,
               gaussians_per_entry: int) -> RatePlan:
     # Larger codebooks pay off at higher rates (the paper's ablation): a fixed number of Gaussians per entry
     # (Method.gaussians_per_entry).
     k = int(min(MAX_K, max(MIN_K, 2 ** round(math.log2(max(n / gaussians_per_entry, 1))))))
-    if shape_per_gaussian:
-        return RatePlan(n, 0, k, position_bits, rows_sorted, SCALAR_SHAPE_BITS, 8)
-    return RatePlan(n, k, k, position_bits, rows_sorted, 8, 8)
+    return RatePlan(n, 0 if shape_per_gaussian else k, 0 if color_per_gaussian else k, position_bits, rows_sorted,
+                    SCALAR_SHAPE_BITS if shape_per_gaussian else 8, SCALAR_COLOR_BITS if color_per_gaussian else 8)
 
 
 def estimate_bits(plan: RatePlan) -> float:
@@ -67,16 +73,20 @@ def estimate_bits(plan: RatePlan) -> float:
         row_bits = (1 + mean_gap) * math.log2(1 + mean_gap) - mean_gap * math.log2(mean_gap)
     else:
         row_bits = plan.position_bits
-    index_bits = 0.95 * math.log2(plan.k_color)  # near-uniform use of the entries
-    codebooks = plan.k_color * len(COLOR_COLUMNS) * plan.color_bits
-    histograms = plan.k_color * (2 * math.log2(n / plan.k_color + 1) + 1) + 3 * math.sqrt(n)
-    if plan.k_shape:
-        index_bits += 0.95 * math.log2(plan.k_shape)
-        codebooks += plan.k_shape * len(SHAPE_COLUMNS) * plan.shape_bits
-        histograms += plan.k_shape * (2 * math.log2(n / plan.k_shape + 1) + 1)
-    else:  # measured: about bits - 0.87 per column after entropy coding, plus a histogram per column
-        index_bits += len(SHAPE_COLUMNS) * (plan.shape_bits - 0.87)
-        histograms += len(SHAPE_COLUMNS) * (1 << plan.shape_bits) * (2 * math.log2(n / (1 << plan.shape_bits) + 1) + 1)
+    # Accumulated blending (exactly when rows are sorted) folds opacity into per-Gaussian colours: 3 columns.
+    color_columns = len(COLOR_COLUMNS) - 1 if plan.rows_sorted else len(COLOR_COLUMNS)
+    index_bits, codebooks, histograms = 0.0, 0.0, 3 * math.sqrt(n)
+    for k, columns, coded_columns, bits, gain in ((plan.k_shape, SHAPE_COLUMNS, len(SHAPE_COLUMNS), plan.shape_bits,
+                                                   SHAPE_CODING_GAIN),
+                                                  (plan.k_color, COLOR_COLUMNS, color_columns, plan.color_bits,
+                                                   COLOR_CODING_GAIN)):
+        if k:
+            index_bits += 0.95 * math.log2(k)  # near-uniform use of the entries
+            codebooks += k * len(columns) * bits
+            histograms += k * (2 * math.log2(n / k + 1) + 1)
+        else:  # a histogram per column; coded columns cost about bits - gain each
+            index_bits += coded_columns * (bits - gain)
+            histograms += len(columns) * (1 << bits) * (2 * math.log2(n / (1 << bits) + 1) + 1)
     per_gaussian = plan.position_bits + row_bits + index_bits
     return 8 * (HEADER_BYTES + CRC_BYTES) + n * per_gaussian + codebooks + histograms + 32
 
@@ -95,10 +105,11 @@ class RateControl:
 
     @classmethod
     def for_image(cls, target_bpp: float, height: int, width: int, position_bits: int, rows_sorted: bool,
-                  shape_per_gaussian: bool, gaussians_per_entry: int) -> "RateControl":
+                  shape_per_gaussian: bool, gaussians_per_entry: int, *,
+                  color_per_gaussian: bool = False) -> "RateControl":
         budget = target_bpp * height * width
         return cls(budget, plan_rate(budget, height, width, position_bits, rows_sorted, shape_per_gaussian,
-                                     gaussians_per_entry))
+                                     gaussians_per_entry, color_per_gaussian=color_per_gaussian))
 
     def _fitting(self, n: int, bits: int) -> float:  # the count whose stream would fill BUDGET_FILL of it
         return n * BUDGET_FILL * self.budget_bits / bits

@@ -26,13 +26,14 @@ COLOR_RANGES = ((0.0, 1.0), (0.0, 1.0), (0.0, 1.0), (0.0, 1.0))
 
 
 def gaussians(width: int, height: int, n: int, sigma: float, *, position_bits: int = 4, rows_sorted: bool = True,
-              per_gaussian: bool = False, shape_bits: int = 1, k_color: int = 1, seed: int = 0) -> QuantizedGaussians:
+              per_gaussian: bool = False, shape_bits: int = 1, k_color: int = 1, color_per_gaussian: bool = False,
+              color_bits: int = 8, seed: int = 0) -> QuantizedGaussians:
     """N round Gaussians of standard deviation ``sigma`` px, spread over the grid, fully opaque."""
     rng = np.random.default_rng(seed)
     log_var = float(np.float16(2 * math.log(sigma)))
     layout = Layout(width=width, height=height, blend_mode="sum" if rows_sorted else "alpha", rows_sorted=rows_sorted,
-                    shape_per_gaussian=per_gaussian, position_bits=position_bits, shape_bits=shape_bits,
-                    color_bits=8, shape_ranges=((log_var, log_var), (0.0, 0.0), (log_var, log_var)),
+                    shape_per_gaussian=per_gaussian, color_per_gaussian=color_per_gaussian, position_bits=position_bits,
+                    shape_bits=shape_bits, color_bits=color_bits, shape_ranges=((log_var, log_var), (0.0, 0.0), (log_var, log_var)),
                     color_ranges=COLOR_RANGES)
     levels = 1 << position_bits
     x, y = rng.integers(0, levels, n), rng.integers(0, levels, n)
@@ -44,8 +45,10 @@ def gaussians(width: int, height: int, n: int, sigma: float, *, position_bits: i
         shapes[:, 1] = 0  # stays round: the xy range is (0, 0) ... and symbol 0 is 0
     else:
         shapes, shape_index = np.zeros((1, 3), np.int64), np.zeros(n, np.int64)
-    colors = np.column_stack([rng.integers(0, 256, (k_color, 3)), np.full(k_color, 255)])
-    color_index = np.arange(n) % k_color
+    entries = n if color_per_gaussian else k_color  # per Gaussian: every colour symbol used, as for shapes
+    top = (1 << color_bits) - 1
+    colors = np.column_stack([rng.integers(0, top + 1, (entries, 3)), np.full(entries, top)])
+    color_index = np.arange(n) if color_per_gaussian else np.arange(n) % k_color
     return QuantizedGaussians(layout=layout, x=x, y=y, shape_codebook=shapes, shape_index=shape_index,
                               color_codebook=colors, color_index=color_index)
 
@@ -88,6 +91,9 @@ def files() -> dict[str, bytes]:
         # The longest side information: 14-bit sorted rows, per-Gaussian 10-bit shapes, 4096 colours.
         "max_side_info.gsi": write_bitstream(gaussians(side, side, 1 << 13, 0.5, position_bits=14, per_gaussian=True,
                                                        shape_bits=10, k_color=4096)),
+        # Version 2: colours per Gaussian too, 10 bits each, so the side information carries 7 full histograms.
+        "max_side_info_v2.gsi": write_bitstream(gaussians(side, side, 1 << 13, 0.5, position_bits=14, per_gaussian=True,
+                                                          shape_bits=10, color_per_gaussian=True, color_bits=10)),
     }
 
 

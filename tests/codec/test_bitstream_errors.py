@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import codec
-from codec.bitstream import HEADER_BYTES, HEADER_FIELDS, MAGIC, write_bitstream
+from codec.bitstream import HEADER_BYTES, HEADER_FIELDS, MAGIC, read_bitstream, write_bitstream
 from tests.codec.hostile import gaussians, payload_of, with_payload
 
 
@@ -65,7 +65,7 @@ def test_bit_flips_with_valid_checksum_never_crash(encoded):
 
 
 @pytest.mark.parametrize("name, value, field", [
-    ("version", 2, "version"),
+    ("version", 3, "version"),
     ("flags", 8, "flags"),
     ("flags", 3, "k_shape"),  # says codebook shapes, but k_shape is 0
     ("k_shape", 5, "k_shape"),  # per-Gaussian shapes carry no codebook
@@ -81,6 +81,47 @@ def test_header_fields_are_range_checked(encoded, name, value, field):
     with pytest.raises(codec.BitstreamError) as info:
         codec.decode(data)
     assert info.value.field in (field, "length")
+
+
+@pytest.fixture(scope="module")
+def version_2() -> bytes:
+    """A version 2 file: shapes and colours per Gaussian."""
+    return write_bitstream(gaussians(64, 48, 40, 2.0, position_bits=8, per_gaussian=True, shape_bits=5,
+                                     color_per_gaussian=True, color_bits=6, seed=4))
+
+
+def test_version_2_round_trips_its_symbols(version_2):
+    header = codec.inspect(version_2)
+    assert (header.version, header.k_color, header.color_per_gaussian) == (2, 0, True)
+    q = read_bitstream(version_2)
+    expected = gaussians(64, 48, 40, 2.0, position_bits=8, per_gaussian=True, shape_bits=5,
+                         color_per_gaussian=True, color_bits=6, seed=4)
+    assert np.array_equal(q.color_codebook, expected.color_codebook) and np.array_equal(q.x, expected.x)
+    assert codec.decode(version_2).shape == (48, 64, 3)
+
+
+@pytest.mark.parametrize("name, value, field", [
+    ("version", 1, "flags"),  # per-Gaussian colours are a version 2 feature
+    ("k_color", 3, "k_color"),  # per-Gaussian colours carry no codebook
+    ("color_bits", 11, "color_bits"),  # each of the 4 colour histograms has 2^color_bits counts
+])
+def test_version_2_fields_are_checked(version_2, name, value, field):
+    with pytest.raises(codec.BitstreamError) as info:
+        codec.decode(_patched(version_2, name, value))
+    assert info.value.field == field
+
+
+def test_version_2_truncations_and_flips_are_typed_errors(version_2):
+    for length in range(len(version_2)):
+        with pytest.raises(codec.BitstreamError):
+            codec.decode(version_2[:length])
+    rng = np.random.default_rng(2)
+    body = np.frombuffer(version_2[:-4], dtype=np.uint8)
+    for _ in range(500):
+        flipped = body.copy()
+        position = rng.integers(0, len(body) * 8)
+        flipped[position // 8] ^= 1 << (position % 8)
+        _decode_or_error(flipped.tobytes() + struct.pack("<I", zlib.crc32(flipped.tobytes())))
 
 
 def test_absurd_pixel_count_is_rejected_before_allocation(encoded):

@@ -39,28 +39,28 @@ def _range(column: str) -> st.SearchStrategy[tuple[float, float]]:
 def valid_files(draw) -> bytes:
     """A well-formed file whose layout sits at the format's extremes (few Gaussians, so it is quick)."""
     n = draw(st.sampled_from([0, 1, 2, 3, 17, 64]))
-    flags = draw(st.integers(0, 7))
-    rows_sorted, per_gaussian = bool(flags & 2), bool(flags & 4)
+    flags = draw(st.integers(0, 15))  # bit 3 (colours per Gaussian) makes a version 2 file
+    rows_sorted, per_gaussian, color_per_gaussian = bool(flags & 2), bool(flags & 4), bool(flags & 8)
     bits = draw(st.sampled_from([4, 5, 13, 14]))
     shape_bits = draw(st.sampled_from([1, 2, 9, 10] if per_gaussian else [1, 2, 15, 16]))
-    color_bits = draw(st.sampled_from([1, 2, 15, 16]))
+    color_bits = draw(st.sampled_from([1, 2, 9, 10] if color_per_gaussian else [1, 2, 15, 16]))
     width, height = draw(st.sampled_from([(1, 1), (1, 64), (64, 1), (MAX_SIDE, 2), (3, MAX_SIDE), (640, 480)]))
     k_shape = 0 if per_gaussian else draw(st.integers(1, max(n, 1)))
-    k_color = draw(st.integers(1, max(n, 1)))
+    k_color = 0 if color_per_gaussian else draw(st.integers(1, max(n, 1)))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     x, y = rng.integers(0, 1 << bits, n), rng.integers(0, 1 << bits, n)
     if rows_sorted:
         order = np.lexsort((x, y))
         x, y = x[order], y[order]
     layout = Layout(width=width, height=height, blend_mode=("alpha", "sum")[flags & 1], rows_sorted=rows_sorted,
-                    shape_per_gaussian=per_gaussian, position_bits=bits, shape_bits=shape_bits,
+                    shape_per_gaussian=per_gaussian, color_per_gaussian=color_per_gaussian, position_bits=bits, shape_bits=shape_bits,
                     color_bits=color_bits, shape_ranges=tuple(draw(_range(c)) for c in SHAPE_COLUMNS),
                     color_ranges=tuple(draw(_range(c)) for c in COLOR_COLUMNS))
     shapes = rng.integers(0, 1 << shape_bits, (n if per_gaussian else k_shape, 3))
     q = QuantizedGaussians(layout=layout, x=x, y=y, shape_codebook=shapes,
                            shape_index=np.arange(n) if per_gaussian else rng.integers(0, k_shape, n),
-                           color_codebook=rng.integers(0, 1 << color_bits, (k_color, 4)),
-                           color_index=rng.integers(0, k_color, n))
+                           color_codebook=rng.integers(0, 1 << color_bits, (n if color_per_gaussian else k_color, 4)),
+                           color_index=np.arange(n) if color_per_gaussian else rng.integers(0, k_color, n))
     return write_bitstream(q)
 
 

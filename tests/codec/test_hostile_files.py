@@ -30,6 +30,7 @@ EXPECTED = {
     "over_evaluations.gsi": (codec.DecodeLimitError, "evaluations"),
     "max_tiny_gaussians.gsi": (SIDE, SIDE, 3),
     "max_side_info.gsi": (SIDE, SIDE, 3),
+    "max_side_info_v2.gsi": (SIDE, SIDE, 3),
 }
 
 

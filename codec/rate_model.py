@@ -1,0 +1,45 @@
+"""The rate term of the loss: a differentiable count of the bits the per-Gaussian columns will cost.
+
+The coder codes each per-Gaussian column (shape and colour values, ``codec.bitstream``) under the
+histogram of that column's own symbols, so a column costs N times the empirical entropy of its symbols.
+``column_bits`` is that count with a soft histogram: each value spreads over its two nearest grid points
+in proportion to its distance (linear interpolation), so a value moving toward a crowded symbol lowers
+the bits smoothly. Values on the grid (the straight-through values of the quantised phase) land whole on
+their symbol, and the count is then exactly the entropy the coder's histogram gives them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def column_bits(
+    values: Tensor,  # [N, D] one column per Gaussian attribute
+    ranges: Tensor,  # [D, 2] (min, max) of the uniform grid of each column
+    bits: int,
+) -> Tensor:  # [] bits of the D columns' symbols under their own histograms
+    n, columns = values.shape
+    if n == 0:
+        return values.sum()
+    levels = 2**bits - 1
+    low_edge = ranges[:, 0].to(values.dtype)
+    span = (ranges[:, 1] - ranges[:, 0]).to(values.dtype)
+    step = torch.where(span > 0, span, torch.ones_like(span)) / levels  # as quantized.grid_steps
+    position = ((values - low_edge) / step).clamp(0, levels)  # [N, D] in symbols
+    lower = position.detach().floor().clamp(max=max(levels - 1, 0))
+    upper_share = position - lower  # [N, D]: its gradient is what moves values between symbols
+    index = lower.long().T  # [D, N]
+    counts = torch.zeros(columns, levels + 2, dtype=values.dtype, device=values.device)
+    counts = counts.scatter_add(1, index, (1 - upper_share).T).scatter_add(1, index + 1, upper_share.T)
+    # n * H = sum_k c_k log2(n / c_k). Below one count a symbol's cost is held at log2 n bits (what its one
+    # use costs): the exact entropy's gradient grows without bound as a count goes to zero, and would fling
+    # the tails' values inward. Integral counts (values on the grid) are unaffected.
+    return (counts * (math.log2(n) - torch.log2(counts.clamp(min=1)))).sum()
+
+
+def bits_per_pixel(columns: list[tuple[Tensor, Tensor, int]], pixels: int) -> Tensor:  # [] the rate term
+    """``column_bits`` of every (values, ranges, bits) group, per pixel of the image."""
+    return sum(column_bits(values, ranges, bits) for values, ranges, bits in columns) / pixels
