@@ -61,8 +61,10 @@ METHODS = {
     # resolution: -0.11 dB and slower), shapes as log covariances per Gaussian (a K-means codebook: -0.68 dB).
     # 1800 steps instead of 1200: +0.34 dB on five Kodak images at 0.125 bpp for a median encode of 78 s
     # instead of 52 s on a 2-core CPU (the `ablation-iterations` section), inside the 90 s the product allows.
+    # Colours per Gaussian (format v2) under a rate term of weight 0.003 instead of a colour codebook:
+    # +0.17 dB on six Kodak images at 0.125 bpp (the `rd-v2` section); either alone does not pay.
     "default": Method("default", blend_mode="sum", ssim_weight=0.0, coarse_share=0.5, shape_per_gaussian=True,
-                      iterations=1800),
+                      color_per_gaussian=True, rate_weight=0.003, iterations=1800),
     # The paper's configuration: alpha blending, K-means VQ of both groups, 10-bit positions.
     "paper": Method("paper", blend_mode="alpha"),
 }
