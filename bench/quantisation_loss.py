@@ -21,6 +21,7 @@ from codec import encoder
 from codec.image_io import load_image
 from codec.options import EncodeOptions
 from codec.rate import RateControl
+from codec.rate_model import weight_at
 from kernels import render
 
 
@@ -38,7 +39,8 @@ def breakdown(path: Path, options: EncodeOptions) -> dict[str, float]:
     rate = RateControl.for_image(options.target_bpp, height, width, config.position_bits, config.blend_mode == "sum",
                                  config.shape_per_gaussian, config.gaussians_per_entry,
                                  color_per_gaussian=config.color_per_gaussian)
-    training = encoder._Training(target, rate.plan, config, options.total_iterations, options.seed, None)
+    training = encoder._Training(target, rate.plan, config, options.total_iterations, options.seed, None,
+                                 weight_at(config.rate_weight, options.target_bpp))
     fit_steps = max(1, int(config.fit_share * training.total))
     encoder._fit(training, rate, fit_steps)
     fitted = [t.detach() for t in training.fitted_inputs()]

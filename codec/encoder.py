@@ -1,12 +1,13 @@
 """The training loop: image -> trained, quantised Gaussians -> .gsi bytes.
 
 Phases (shares of the iteration count are fields of ``codec.presets.Method``):
-1. fit (``_fit``): content-aware initialisation, Adam on the method's loss (L1, plus SSIM for the paper's),
+1. fit (``_fit``): content-aware initialisation, Adam on the method's loss (L1, plus SSIM for the paper's,
+   plus the rate term ``codec.rate_model`` where the method weights it),
    the first steps optionally at half resolution, centres kept inside the image, and density control
    (``codec.density``) growing toward the count whose real stream, measured at each round, fills the budget;
 2. quantise (``_quantise``, then ``_train_quantised``): the count is pruned to the measured budget if it
-   overshoots; K-means clusters (colour, opacity) and, unless shapes are coded per Gaussian, the
-   log-covariance shapes (``codec.quantize``); from then on codebook entries, per-Gaussian shapes and
+   overshoots; K-means clusters the groups (colour and opacity; log-covariance shapes) that the method
+   does not code per Gaussian (``codec.quantize``); from then on codebook entries, per-Gaussian values and
    positions are trained, all snapped to their final grids in the forward pass (straight-through), the
    stream is measured once more while steps remain, and the best iterate is kept;
 3. write (``_write``): codebooks and positions quantised exactly as trained (``codec.quantized``), entropy
@@ -35,7 +36,7 @@ from codec.options import EncodeOptions
 from codec.presets import Method
 from codec.quantize import Codebook, QuantisedModel
 from codec.quantized import Layout
-from codec.rate_model import bits_per_pixel
+from codec.rate_model import bits_per_pixel, weight_at
 from codec.rate import BUDGET_FIT_ROUNDS, MIN_GAUSSIANS, RateControl, RatePlan, measure
 from kernels import PairBound, render
 
@@ -72,7 +73,8 @@ def encode_array(
                                  rows_sorted=config.blend_mode == "sum", shape_per_gaussian=config.shape_per_gaussian,
                                  color_per_gaussian=config.color_per_gaussian,
                                  gaussians_per_entry=config.gaussians_per_entry)
-    training = _Training(target, rate.plan, config, options.total_iterations, options.seed, progress)
+    training = _Training(target, rate.plan, config, options.total_iterations, options.seed, progress,
+                         weight_at(config.rate_weight, options.target_bpp))
     fit_steps = max(1, int(config.fit_share * training.total))
     with _phase("fit"):
         _fit(training, rate, fit_steps)
@@ -202,8 +204,9 @@ class _Training:
     """Adam on the Gaussians (and, once quantised, on the codebooks), the schedules and the progress."""
 
     def __init__(self, target: Tensor, plan: RatePlan, config: Method, total: int, seed: int,
-                 progress: ProgressCallback | None):
+                 progress: ProgressCallback | None, rate_weight: float = 0.0):  # rate_weight: at this target
         self.target, self.config, self.total, self.progress = target, config, total, progress
+        self._rate_weight = rate_weight
         self.height, self.width = target.shape[:2]
         self.generator = torch.Generator().manual_seed(seed)
         # Initial points are distinct pixels, so a tiny image starts with at most one Gaussian per pixel.
@@ -226,7 +229,7 @@ class _Training:
         self._pair_bounds: dict[tuple[int, int], PairBound] = {}  # per render size (coarse, full)
         # The rate term counts the per-Gaussian columns, whose form needs no clustering: one model serves
         # the fit and the quantised phase alike.
-        self._rate_model = QuantisedModel(self._layout(plan), None, None, target.device) if config.rate_weight else None
+        self._rate_model = QuantisedModel(self._layout(plan), None, None, target.device) if rate_weight else None
 
     def train_codebooks(self, model: QuantisedModel) -> None:
         """From now on also train the model's codebook entries, each at its group's learning rate."""
@@ -268,8 +271,8 @@ class _Training:
                        pair_bound=bound)
         loss = l1_ssim_loss(image, target, self.config.ssim_weight)
         if self._rate_model is not None:  # D + lambda R, R in bits per pixel of the image
-            loss = loss + self.config.rate_weight * bits_per_pixel(self._rate_model.coded_columns(self.gaussians),
-                                                                   self.height * self.width)
+            loss = loss + self._rate_weight * bits_per_pixel(self._rate_model.coded_columns(self.gaussians),
+                                                             self.height * self.width)
         optimizers = [self.optimizer] + ([self._codebook_optimizer] if self._codebook_optimizer else [])
         for optimizer in optimizers:
             optimizer.zero_grad(set_to_none=True)  # parameters the quantised phase does not use stay untouched

@@ -44,7 +44,8 @@ class Method:
     # a prune there, which at the final write costs the image much more.
     remeasure_at: float = 0.75
     # Weight of the rate term (codec.rate_model: bits per pixel of the per-Gaussian columns) in the loss, in
-    # units of the L1 loss per bit per pixel; 0: none. Needs shapes and colours both coded per Gaussian.
+    # units of the L1 loss per bit per pixel at 0.125 bpp (codec.rate_model.weight_at scales it to the
+    # target); 0: none. Needs shapes and colours both coded per Gaussian.
     rate_weight: float = 0.0
     # Gaussians per colour codebook entry (the codebook size is the power of two nearest N / this).
     gaussians_per_entry: int = 16

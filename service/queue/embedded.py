@@ -153,13 +153,14 @@ class EmbeddedQueue(JobQueue):
         if created:
             with self._wakeup:
                 self._wakeup.notify()
-        return SubmitOutcome(self._with_live(record), created)
+        return SubmitOutcome(self._with_live(record, self._live_of(record.id)), created)
 
     async def get(self, job_id: str) -> JobRecord:
+        live = self._live_of(job_id)
         record = await anyio.to_thread.run_sync(self.store.get, job_id)
         if record is None:
             raise JobNotFound(job_id)
-        return self._with_live(record)
+        return self._with_live(record, live)
 
     async def result(self, job_id: str) -> tuple[JobRecord, bytes]:
         record = await self.get(job_id)
@@ -173,18 +174,18 @@ class EmbeddedQueue(JobQueue):
         return record, data
 
     async def cancel(self, job_id: str) -> JobRecord:
+        live = self._live_of(job_id)
         outcome = await anyio.to_thread.run_sync(self.store.request_cancel, job_id)
         if outcome is None:
             raise JobNotFound(job_id)
         record, before = outcome
         if record.status is JobStatus.running:
-            with self._live_lock:
-                live = self._live.get(job_id)
+            live = live or self._live_of(job_id)  # claimed while the store was read
             if live is not None:
                 live.cancel.set()
         elif before is JobStatus.queued:
             self._count_finished(JobStatus.canceled, job_id)
-        return self._with_live(record)
+        return self._with_live(record, live)
 
     async def stats(self) -> QueueStats:
         counts = await anyio.to_thread.run_sync(self.store.counts)
@@ -202,15 +203,17 @@ class EmbeddedQueue(JobQueue):
 
     # ---- internals ----------------------------------------------------------------------------------------
 
-    def _with_live(self, record: JobRecord) -> JobRecord:
-        if record.status is not JobStatus.running:
-            return record
+    def _live_of(self, job_id: str) -> "_Live | None":
+        """Taken before the store is read: a job that ends between the read and this lookup would otherwise
+        show its stale stored progress (behind what polls already saw) while its record still says running."""
         with self._live_lock:
-            live = self._live.get(record.id)
-            if live is None:
-                return record
-            return replace(record, progress_iteration=live.iteration, progress_total=live.total,
-                           progress_psnr=live.psnr, cancel_requested=record.cancel_requested or live.cancel.is_set())
+            return self._live.get(job_id)
+
+    def _with_live(self, record: JobRecord, live: "_Live | None") -> JobRecord:
+        if record.status is not JobStatus.running or live is None:
+            return record  # ended: the store holds the last live progress (written before the final state)
+        return replace(record, progress_iteration=live.iteration, progress_total=live.total,
+                       progress_psnr=live.psnr, cancel_requested=record.cancel_requested or live.cancel.is_set())
 
     def _count_finished(self, status: JobStatus, job_id: str) -> None:
         self.metrics.jobs_finished.labels(status.value).inc()

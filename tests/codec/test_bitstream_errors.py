@@ -66,7 +66,7 @@ def test_bit_flips_with_valid_checksum_never_crash(encoded):
 
 @pytest.mark.parametrize("name, value, field", [
     ("version", 3, "version"),
-    ("flags", 8, "flags"),
+    ("flags", 16, "flags"),
     ("flags", 3, "k_shape"),  # says codebook shapes, but k_shape is 0
     ("k_shape", 5, "k_shape"),  # per-Gaussian shapes carry no codebook
     ("width", 0, "width"),

@@ -14,7 +14,7 @@ FIXTURE = "tests/fixtures/kodim23_crop96x64.png"
 
 def test_cli_roundtrip(tmp_path, capsys, crop):
     bitstream, png = tmp_path / "crop.gsi", tmp_path / "crop.png"
-    assert main(["encode", FIXTURE, str(bitstream), "--bpp", "1.0", "--iterations", "30", "--quiet"]) == 0
+    assert main(["encode", FIXTURE, str(bitstream), "--bpp", "1.0", "--iterations", "80", "--quiet"]) == 0
     encode_line = capsys.readouterr().out
     assert "bpp" in encode_line and "PSNR" in encode_line
     assert main(["info", str(bitstream)]) == 0
@@ -23,7 +23,8 @@ def test_cli_roundtrip(tmp_path, capsys, crop):
     assert main(["decode", str(bitstream), str(png)]) == 0
     decoded = np.asarray(Image.open(png).convert("RGB"))
     assert np.array_equal(decoded, codec.decode(bitstream.read_bytes()))
-    assert codec.psnr(crop, decoded) > 18  # 30 iterations: measured 20.4 dB
+    # 80 iterations: measured 23.6 dB (per-Gaussian colours need more than 30 steps: 15.4 dB there)
+    assert codec.psnr(crop, decoded) > 18
 
 
 def test_cli_reports_bad_input(tmp_path, capsys):

@@ -10,8 +10,9 @@ def test_roundtrip_quality_size_and_rate(crop, encoded):
     height, width = crop.shape[:2]
     decoded = codec.decode(encoded.data)
     assert decoded.shape == crop.shape and decoded.dtype == np.uint8
-    # Measured 26.7 dB with 80 iterations; the floor leaves room for platform noise.
-    assert codec.psnr(crop, decoded) > 24.5
+    # Measured 36.3 dB with 200 iterations (the colour codebook of format v1: 32.9); the floor leaves room
+    # for platform noise.
+    assert codec.psnr(crop, decoded) > 33.0
     assert encoded.psnr == pytest.approx(codec.psnr(crop, decoded))
     assert encoded.bpp == len(encoded.data) * 8 / (width * height)
     assert 0.9 <= encoded.bpp <= 1.0 + 1e-9  # within 10 % below the target, never above
@@ -120,6 +121,8 @@ def test_tiny_images_roundtrip(shape):
 
 def test_flat_image_roundtrip():
     pixels = np.full((32, 48, 3), 77, dtype=np.uint8)
-    report = codec.encode_with_report(pixels, 0.5, iterations=40)
-    assert report.psnr > 18  # measured 21.7 dB: overlapping sums ripple on flat areas at so few steps
+    report = codec.encode_with_report(pixels, 0.5, iterations=200)
+    # Measured 31.6 dB (the colour codebook of format v1: 35.9; at 40 steps 14.9 against 22.0): overlapping
+    # sums ripple on flat areas, and per-Gaussian colours settle more slowly than a codebook.
+    assert report.psnr > 28
     assert np.array_equal(codec.decode(report.data), codec.decode(report.data))
