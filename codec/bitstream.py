@@ -10,10 +10,10 @@ naming the field. Layout (little-endian):
              shape index), colour histograms (likewise), then the codebooks of the groups that have one
     payload  range-coded symbols (uint32 words): row (or row gap dy when rows are sorted), column,
              shape (3 column symbols, or a codebook index), colour (4 column symbols, or an index)
+    crc32    of everything before it
 
 Version 2 adds only flag bit 3 (colours per Gaussian, like shapes); a file without it is written as
 version 1, so older readers keep reading what they can.
-    crc32    of everything before it
 """
 
 from __future__ import annotations
@@ -95,12 +95,13 @@ class _Group:
     k: int  # codebook entries; 0 when per Gaussian
     bits: int
 
-    @property
-    def alphabet(self) -> int:  # of each per-column symbol
-        return 1 << self.bits
+    def histograms(self) -> list[tuple[str, int]]:  # (payload field, alphabet) of each of its streams
+        if self.per_gaussian:
+            return [(f"payload.{name}", 1 << self.bits) for name in self.columns]
+        return [(f"payload.{self.name}_index", self.k)]
 
     def counts_bits(self, count_bits: int) -> int:  # the longest its histograms can be
-        return (len(self.columns) * self.alphabet if self.per_gaussian else self.k) * count_bits
+        return sum(alphabet for _, alphabet in self.histograms()) * count_bits
 
     def codebook_bits(self) -> int:
         return self.k * len(self.columns) * self.bits
@@ -135,8 +136,8 @@ def write_bitstream(q: QuantizedGaussians) -> bytes:
     for group in groups:  # histograms first, then the codebooks (the reader needs every count first)
         codebook, index = values[group.name]
         symbols = list(codebook.T) if group.per_gaussian else [index]
-        alphabet = group.alphabet if group.per_gaussian else group.k
-        streams += [(column, categorical(write_histogram(side, column, alphabet))) for column in symbols]
+        streams += [(column, categorical(write_histogram(side, column, alphabet)))
+                    for column, (_, alphabet) in zip(symbols, group.histograms())]
     for group in groups:
         if not group.per_gaussian:
             side.write_array(values[group.name][0], group.bits)
@@ -220,9 +221,7 @@ def read_bitstream(data: bytes, header: Header | None = None) -> QuantizedGaussi
     streams.append(("payload.x", uniform(header.position_bits), None))
     groups = _layout_groups(header, header.k_shape, header.k_color)
     for group in groups:
-        histograms = [(f"payload.{name}", group.alphabet) for name in group.columns] if group.per_gaussian \
-            else [(f"payload.{group.name}_index", group.k)]
-        for field, alphabet in histograms:
+        for field, alphabet in group.histograms():
             counts = read_histogram(side, alphabet, n)
             streams.append((field, categorical(counts), counts))
     codebooks = {group.name: side.read_array(group.k * len(group.columns), group.bits).reshape(group.k, -1)
