@@ -38,7 +38,11 @@ class ApiKeysInvalid(ValueError):
 
 def key_entry(key: str) -> str:
     """The line that lets ``key`` in: ``sha256:<hex>``."""
-    return PREFIX + hashlib.sha256(key.encode()).hexdigest()
+    return PREFIX + _key_digest(key).hex()
+
+
+def _key_digest(key: str) -> bytes:  # what a key is held and compared as
+    return hashlib.sha256(key.encode()).digest()
 
 
 def new_key() -> str:
@@ -52,7 +56,7 @@ def key_digests(spec: str) -> list[bytes]:
         if entry.startswith(PREFIX):
             digests.append(_digest(entry, "GSIC_API_KEYS"))
         elif entry:
-            digests.append(hashlib.sha256(entry.encode()).digest())
+            digests.append(_key_digest(entry))
     return digests
 
 
@@ -102,6 +106,6 @@ class ApiKeyMiddleware:
         """The digest of the presented key when it is a known one."""
         authorization = headers.get("authorization", "")
         presented = authorization[7:] if authorization[:7].lower() == "bearer " else headers.get("x-api-key", "")
-        digest = hashlib.sha256(presented.encode()).digest()
+        digest = _key_digest(presented)
         matches = [hmac.compare_digest(digest, known) for known in self.digests]  # all of them, no early exit
         return digest if presented and any(matches) else None
