@@ -27,6 +27,11 @@ VARIANTS: dict[str, tuple[str, dict]] = {
                                                                             "rate_weight": 0.0}),
     "default, colour codebook of N/8 entries": ("default", {"color_per_gaussian": False, "rate_weight": 0.0,
                                                             "gaussians_per_entry": 8}),
+    "default before 7-bit shapes (5 bits, half resolution to 0.5, quantised from 0.7)": (
+        "default", {"shape_bits": 5, "coarse_share": 0.5, "fit_share": 0.7}),
+    "default, 5-bit shapes": ("default", {"shape_bits": 5}),
+    "default, 6-bit shapes": ("default", {"shape_bits": 6}),
+    "default, 7-bit colours": ("default", {"color_bits": 7}),
     "default, 9-bit positions": ("default", {"position_bits": 9}),
     "default, all steps at full resolution": ("default", {"coarse_share": 0.0}),
     "default, shapes through a K-means codebook": ("default", {"shape_per_gaussian": False, "rate_weight": 0.0}),

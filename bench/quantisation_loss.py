@@ -36,9 +36,7 @@ def breakdown(path: Path, options: EncodeOptions) -> dict[str, float]:
     pixels = load_image(path)
     height, width = pixels.shape[:2]
     target = torch.tensor(pixels, dtype=torch.float32) / 255
-    rate = RateControl.for_image(options.target_bpp, height, width, config.position_bits, config.blend_mode == "sum",
-                                 config.shape_per_gaussian, config.gaussians_per_entry,
-                                 color_per_gaussian=config.color_per_gaussian)
+    rate = RateControl.for_image(options.target_bpp, height, width, config)
     training = encoder._Training(target, rate.plan, config, options.total_iterations, options.seed, None,
                                  weight_at(config.rate_weight, options.target_bpp))
     fit_steps = max(1, int(config.fit_share * training.total))

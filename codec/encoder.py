@@ -69,10 +69,7 @@ def encode_array(
     config, device = options.config, options.torch_device
     height, width = pixels.shape[:2]
     target = torch.tensor(pixels, dtype=torch.float32, device=device) / 255
-    rate = RateControl.for_image(options.target_bpp, height, width, config.position_bits,
-                                 rows_sorted=config.blend_mode == "sum", shape_per_gaussian=config.shape_per_gaussian,
-                                 color_per_gaussian=config.color_per_gaussian,
-                                 gaussians_per_entry=config.gaussians_per_entry)
+    rate = RateControl.for_image(options.target_bpp, height, width, config)
     training = _Training(target, rate.plan, config, options.total_iterations, options.seed, progress,
                          weight_at(config.rate_weight, options.target_bpp))
     fit_steps = max(1, int(config.fit_share * training.total))

@@ -12,19 +12,16 @@ import math
 from dataclasses import dataclass
 
 from codec.bitstream import CRC_BYTES, HEADER_BYTES, write_bitstream
+from codec.presets import Method
 from codec.quantized import COLOR_COLUMNS, SHAPE_COLUMNS, QuantizedGaussians
 
 MIN_GAUSSIANS = 16
 MIN_K, MAX_K = 8, 256
-# Per-Gaussian log-covariance bits: 4 kept 24.0 of 25.6 dB where a 128-entry codebook kept 22.9; after the
-# whole encode 5 bits gave 0.4 dB more than 4, and 6 no more than 5.
-SCALAR_SHAPE_BITS = 5
-# Per-Gaussian colour bits (colour times opacity with accumulated blending; see ablation-colour).
-SCALAR_COLOR_BITS = 6
-# Entropy coding saves about this much of each per-Gaussian column's bits: shapes 0.87 (measured with the
-# codebook colours); colours 0.9-1.2 per column on kodim23 and kodim05 at 0.125 bpp (1.0). Only the plan
-# uses these: the stream is measured, and the count follows the measurement.
-SHAPE_CODING_GAIN, COLOR_CODING_GAIN = 0.87, 1.0
+CODEBOOK_BITS = 8  # per column of a K-means codebook's entries (the per-Gaussian bits are the Method's)
+# Entropy coding saves about this much of each per-Gaussian column's bits: shapes 1.1-1.4 per column at 7
+# bits under the rate term, colours 1.1-1.6 at 6 bits (kodim23, kodim15, kodim05 at 0.125 bpp). Only the
+# plan uses these: the stream is measured, and the count follows the measurement.
+SHAPE_CODING_GAIN, COLOR_CODING_GAIN = 1.2, 1.2
 BUDGET_FILL = 0.985  # aim just under the budget: training after a measurement moves the size a little
 BUDGET_FIT_ROUNDS = 4  # measure-and-prune rounds of the Gaussian count when quantisation starts
 # The final write drops this much more than the measured excess predicts (Gaussians differ in cost), so
@@ -43,11 +40,10 @@ class RatePlan:
     color_bits: int
 
 
-def plan_rate(target_bits: float, height: int, width: int, position_bits: int, rows_sorted: bool,
-              shape_per_gaussian: bool, gaussians_per_entry: int, *, color_per_gaussian: bool = False) -> RatePlan:
-    """Largest Gaussian count whose modelled stream size fits ``target_bits``."""
+def plan_rate(target_bits: float, height: int, width: int, method: Method) -> RatePlan:
+    """Largest Gaussian count whose modelled stream size fits ``target_bits`` under ``method``."""
     def plan(n: int) -> RatePlan:
-        return _plan_for(n, position_bits, rows_sorted, shape_per_gaussian, color_per_gaussian, gaussians_per_entry)
+        return _plan_for(n, method)
 
     low, high = MIN_GAUSSIANS, max(MIN_GAUSSIANS, height * width // 4)
     while low < high:  # bits grow with n: binary search the largest n that fits
@@ -59,13 +55,14 @@ def plan_rate(target_bits: float, height: int, width: int, position_bits: int, r
     return plan(low)
 
 
-def _plan_for(n: int, position_bits: int, rows_sorted: bool, shape_per_gaussian: bool, color_per_gaussian: bool,
-              gaussians_per_entry: int) -> RatePlan:
+def _plan_for(n: int, method: Method) -> RatePlan:
     # Larger codebooks pay off at higher rates (the paper's ablation): a fixed number of Gaussians per entry
     # (Method.gaussians_per_entry).
-    k = int(min(MAX_K, max(MIN_K, 2 ** round(math.log2(max(n / gaussians_per_entry, 1))))))
-    return RatePlan(n, 0 if shape_per_gaussian else k, 0 if color_per_gaussian else k, position_bits, rows_sorted,
-                    SCALAR_SHAPE_BITS if shape_per_gaussian else 8, SCALAR_COLOR_BITS if color_per_gaussian else 8)
+    k = int(min(MAX_K, max(MIN_K, 2 ** round(math.log2(max(n / method.gaussians_per_entry, 1))))))
+    shapes, colors = method.shape_per_gaussian, method.color_per_gaussian
+    # Order-free (accumulated) blending is exactly when the Gaussians can be stored sorted by row.
+    return RatePlan(n, 0 if shapes else k, 0 if colors else k, method.position_bits, method.blend_mode == "sum",
+                    method.shape_bits if shapes else CODEBOOK_BITS, method.color_bits if colors else CODEBOOK_BITS)
 
 
 def estimate_bits(plan: RatePlan) -> float:
@@ -106,12 +103,9 @@ class RateControl:
     plan: RatePlan
 
     @classmethod
-    def for_image(cls, target_bpp: float, height: int, width: int, position_bits: int, rows_sorted: bool,
-                  shape_per_gaussian: bool, gaussians_per_entry: int, *,
-                  color_per_gaussian: bool = False) -> "RateControl":
+    def for_image(cls, target_bpp: float, height: int, width: int, method: Method) -> "RateControl":
         budget = target_bpp * height * width
-        return cls(budget, plan_rate(budget, height, width, position_bits, rows_sorted, shape_per_gaussian,
-                                     gaussians_per_entry, color_per_gaussian=color_per_gaussian))
+        return cls(budget, plan_rate(budget, height, width, method))
 
     def _fitting(self, n: int, bits: int) -> float:  # the count whose stream would fill BUDGET_FILL of it
         return n * BUDGET_FILL * self.budget_bits / bits

@@ -1,5 +1,6 @@
 """Rate control's plan and counts, the shape parametrisation, and the quantised form's round trip."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -7,36 +8,53 @@ import pytest
 import torch
 
 from codec.bitstream import read_bitstream, write_bitstream
+from codec.presets import METHODS
 from codec.quantized import Layout, PositionGrid, QuantizedGaussians, from_trained, log_covariance
 from codec.quantized import scales_and_rotation, to_render_inputs
 from codec.rate import BUDGET_FILL, MIN_GAUSSIANS, RateControl, estimate_bits, measure, plan_rate
 
 
-@pytest.mark.parametrize("per_gaussian", [True, False])
-def test_plan_is_the_largest_count_that_the_model_fits(per_gaussian):
+@pytest.mark.parametrize("method", ["default", "paper"])
+def test_plan_is_the_largest_count_that_the_model_fits(method):
     budget = 0.125 * 768 * 512
-    plan = plan_rate(budget, 512, 768, 10, rows_sorted=per_gaussian, shape_per_gaussian=per_gaussian, gaussians_per_entry=16)
+    plan = plan_rate(budget, 512, 768, METHODS[method])
     assert estimate_bits(plan) <= budget
-    more = plan_rate(budget * 1.2, 512, 768, 10, rows_sorted=per_gaussian, shape_per_gaussian=per_gaussian, gaussians_per_entry=16)
+    more = plan_rate(budget * 1.2, 512, 768, METHODS[method])
     assert more.n_gaussians > plan.n_gaussians
-    assert (plan.k_shape == 0) == per_gaussian
-    assert 8 <= plan.k_color <= 256 and plan.k_color & (plan.k_color - 1) == 0  # a power of two
+    per_gaussian = method == "default"
+    assert (plan.k_shape == 0) == (plan.k_color == 0) == per_gaussian == plan.rows_sorted
+    assert (plan.shape_bits, plan.color_bits) == ((7, 6) if per_gaussian else (8, 8))
+    if not per_gaussian:
+        assert 8 <= plan.k_color <= 256 and plan.k_color & (plan.k_color - 1) == 0  # a power of two
 
 
 def test_estimate_grows_with_the_count_and_sorted_rows_cost_less():
-    small = plan_rate(20_000, 512, 768, 10, rows_sorted=True, shape_per_gaussian=True, gaussians_per_entry=16)
-    large = plan_rate(80_000, 512, 768, 10, rows_sorted=True, shape_per_gaussian=True, gaussians_per_entry=16)
+    small = plan_rate(20_000, 512, 768, METHODS["default"])
+    large = plan_rate(80_000, 512, 768, METHODS["default"])
     assert estimate_bits(large) > estimate_bits(small)
     unsorted = type(large)(**{**large.__dict__, "rows_sorted": False})
     assert estimate_bits(unsorted) > estimate_bits(large)
 
 
+def test_finer_columns_buy_fewer_gaussians():
+    coarse = plan_rate(50_000, 512, 768, dataclasses.replace(METHODS["default"], shape_bits=5))
+    fine = plan_rate(50_000, 512, 768, METHODS["default"])
+    assert fine.shape_bits == 7 and fine.n_gaussians < coarse.n_gaussians
+
+
+def test_method_refuses_bits_the_format_cannot_carry():
+    with pytest.raises(ValueError, match="shape_bits must be 1 to 10, not 11"):
+        dataclasses.replace(METHODS["default"], shape_bits=11)
+    with pytest.raises(ValueError, match="color_bits must be 1 to 10, not 0"):
+        dataclasses.replace(METHODS["default"], color_bits=0)
+
+
 def test_plan_never_goes_below_the_floor():
-    assert plan_rate(10.0, 8, 8, 10, rows_sorted=True, shape_per_gaussian=True, gaussians_per_entry=16).n_gaussians == MIN_GAUSSIANS
+    assert plan_rate(10.0, 8, 8, METHODS["default"]).n_gaussians == MIN_GAUSSIANS
 
 
 def test_rate_control_counts():
-    rate = RateControl.for_image(0.1, 100, 100, 10, rows_sorted=True, shape_per_gaussian=True, gaussians_per_entry=16)
+    rate = RateControl.for_image(0.1, 100, 100, METHODS["default"])
     assert rate.budget_bits == pytest.approx(1000)
     assert rate.growth_target(100, 500) == round(100 * BUDGET_FILL * 2)  # half full: about twice the count
     assert rate.prune_target(100, 900) is None  # within the fill
