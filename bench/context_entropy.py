@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from codec.bitstream import read_bitstream
-from codec.entropy import information_bits
+from codec.entropy import symbol_bits
 
 NEIGHBOURS = 4
 BLOCK = 1024  # rows of the distance matrix at a time
@@ -39,10 +39,6 @@ def earlier_neighbours(xy: np.ndarray, k: int = NEIGHBOURS) -> np.ndarray:  # [N
     return found
 
 
-def column_bits(symbols: np.ndarray) -> float:  # [N] -> n * H of their own histogram
-    return information_bits(np.unique(symbols, return_counts=True)[1])
-
-
 def estimate(data: bytes) -> dict[str, tuple[float, float, float]]:
     """Per group: bits per Gaussian (own histogram, minus the nearest earlier, minus the mean of four)."""
     q = read_bitstream(data)
@@ -55,11 +51,11 @@ def estimate(data: bytes) -> dict[str, tuple[float, float, float]]:
     for name, table in (("shapes", q.shape_codebook), ("colours", q.color_codebook[:, :3])):
         own = nearest = mean = 0.0
         for column in table.T.astype(np.int64):
-            own += column_bits(column)
-            nearest += column_bits(np.where(has[:, 0], column - column[np.maximum(neighbours[:, 0], 0)], column))
+            own += symbol_bits(column)
+            nearest += symbol_bits(np.where(has[:, 0], column - column[np.maximum(neighbours[:, 0], 0)], column))
             picked = np.where(has, column[np.maximum(neighbours, 0)], 0)
             average = np.rint(picked.sum(1) / np.maximum(has.sum(1), 1)).astype(np.int64)
-            mean += column_bits(np.where(has[:, 0], column - average, column))
+            mean += symbol_bits(np.where(has[:, 0], column - average, column))
         rows[name] = (own / n, nearest / n, mean / n)
     return rows
 

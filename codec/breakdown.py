@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from codec.bitstream import CRC_BYTES, HEADER_BYTES, read_bitstream
+from codec.entropy import symbol_bits
 
 
 def stream_breakdown(data: bytes) -> dict[str, int]:
@@ -21,19 +22,12 @@ def stream_breakdown(data: bytes) -> dict[str, int]:
     shape_symbols = list(q.shape_codebook.T) if header.shape_per_gaussian else [q.shape_index]
     color_symbols = list(q.color_codebook.T) if header.color_per_gaussian else [q.color_index]
     estimate = {
-        "positions": n * header.position_bits * (1 if rows is not None else 2) + (_entropy_bits(rows) if rows is not None else 0),
-        "shapes": sum(_entropy_bits(s) for s in shape_symbols),
-        "colors": sum(_entropy_bits(s) for s in color_symbols),
+        "positions": n * header.position_bits * (1 if rows is not None else 2) + (symbol_bits(rows) if rows is not None else 0),
+        "shapes": sum(symbol_bits(s) for s in shape_symbols),
+        "colors": sum(symbol_bits(s) for s in color_symbols),
     }
     payload_bits = 8 * header.payload_length
     total = sum(estimate.values())
     parts = {name: round(payload_bits * bits / total) if total else 0 for name, bits in estimate.items()}
     parts["colors"] = payload_bits - parts["positions"] - parts["shapes"]  # the rounding lands here
     return {"header": 8 * (HEADER_BYTES + CRC_BYTES), "side_information": 8 * header.side_length, **parts}
-
-
-def _entropy_bits(symbols: np.ndarray) -> float:
-    """n * H of the symbols' own histogram: their cost under a model fitted to them."""
-    _, counts = np.unique(np.asarray(symbols), return_counts=True)
-    p = counts / counts.sum()
-    return float(-(counts * np.log2(p)).sum())

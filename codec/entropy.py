@@ -152,6 +152,11 @@ def information_bits(counts: np.ndarray) -> float:
     return float((used * np.log2(used.sum() / used)).sum()) if len(used) else 0.0
 
 
+def symbol_bits(symbols: np.ndarray) -> float:  # [N] any integers
+    """``information_bits`` of the symbols under their own histogram (what a coder fitted to them spends)."""
+    return information_bits(np.unique(np.asarray(symbols), return_counts=True)[1])
+
+
 def encode_symbols(streams) -> bytes:
     """The payload of (symbols, model) streams coded one after another."""
     encoder = SymbolEncoder()
