@@ -35,7 +35,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "default, 9-bit positions": ("default", {"position_bits": 9}),
     "default, all steps at full resolution": ("default", {"coarse_share": 0.0}),
     "default, shapes through a K-means codebook": ("default", {"shape_per_gaussian": False, "rate_weight": 0.0}),
-    "default, L1 + 0.2 SSIM loss": ("default", {"ssim_weight": 0.2}),
+    "default, L1 distortion (before RMSE)": ("default", {"distortion": "l1"}),
+    "default, L1 + 0.2 SSIM loss": ("default", {"distortion": "l1", "ssim_weight": 0.2}),
     "default, ordered alpha blending (positions unsorted)": ("default", {"blend_mode": "alpha"}),
     "paper configuration": ("paper", {}),
 }

@@ -1,7 +1,7 @@
 """The training loop: image -> trained, quantised Gaussians -> .gsi bytes.
 
 Phases (shares of the iteration count are fields of ``codec.presets.Method``):
-1. fit (``_fit``): content-aware initialisation, Adam on the method's loss (L1, plus SSIM for the paper's,
+1. fit (``_fit``): content-aware initialisation, Adam on the method's loss (L1 or RMSE, plus SSIM for the paper's,
    plus the rate term ``codec.rate_model`` where the method weights it),
    the first steps optionally at half resolution, centres kept inside the image, and density control
    (``codec.density``) growing toward the count whose real stream, measured at each round, fills the budget;
@@ -31,7 +31,7 @@ from codec.bitstream import write_bitstream
 from codec.density import DensityControl, importance_order, select
 from codec.errors import EncodeCancelled
 from codec.gaussians import Gaussians, initialise
-from codec.losses import l1_ssim_loss
+from codec.losses import training_loss
 from codec.options import EncodeOptions
 from codec.presets import Method
 from codec.quantize import Codebook, QuantisedModel
@@ -266,7 +266,7 @@ class _Training:
         bound = self._pair_bounds.setdefault((height, width), PairBound())
         image = render(means, scales, rotations, colors, opacities, height, width, self.config.blend_mode,
                        pair_bound=bound)
-        loss = l1_ssim_loss(image, target, self.config.ssim_weight)
+        loss = training_loss(image, target, self.config.distortion, self.config.ssim_weight)
         if self._rate_model is not None:  # D + lambda R, R in bits per pixel of the image
             loss = loss + self._rate_weight * bits_per_pixel(self._rate_model.coded_columns(self.gaussians),
                                                              self.height * self.width)

@@ -1,4 +1,5 @@
-"""Training loss: L1 + SSIM as in the paper, SSIM written as separable convolutions.
+"""Training loss: a distortion term (L1 as in the paper, or RMSE) plus SSIM as in the paper, SSIM written as
+separable convolutions.
 
 ``ssim`` computes exactly pytorch_msssim.ssim's formula (11-tap Gaussian window, sigma 1.5, valid
 convolution, K1 = 0.01, K2 = 0.03); the tests hold it to that package. Doing the 5 blurs as two grouped
@@ -37,13 +38,28 @@ def ssim(
     return (luminance * contrast).mean()
 
 
-def l1_ssim_loss(
+DISTORTIONS = ("l1", "rmse")
+# RMSE's gradient is error / (pixels * RMSE): unbounded as the error vanishes, so the root is held off zero.
+MIN_MEAN_SQUARE = 1e-12
+
+
+def training_loss(
     rendered: Tensor,  # [H, W, 3]
     target: Tensor,  # [H, W, 3]
+    distortion: str,  # one of DISTORTIONS
     ssim_weight: float,
-) -> Tensor:
-    l1 = (rendered - target).abs().mean()
+) -> Tensor:  # [] (1 - w) distortion + w (1 - SSIM)
+    """RMSE ranks renders as PSNR does and moves each pixel in proportion to its error, where L1 pulls
+    every pixel alike; its size is that of L1 (an error's magnitude, not its square), so a rate weight set
+    against one is about right for the other."""
+    error = rendered - target
+    if distortion == "rmse":
+        loss = error.square().mean().clamp(min=MIN_MEAN_SQUARE).sqrt()
+    elif distortion == "l1":
+        loss = error.abs().mean()
+    else:
+        raise ValueError(f"distortion must be one of {DISTORTIONS}, not {distortion!r}")
     if ssim_weight == 0 or min(target.shape[:2]) < WINDOW:
-        return l1
+        return loss
     as_batch = lambda t: t.permute(2, 0, 1)[None]  # noqa: E731
-    return (1 - ssim_weight) * l1 + ssim_weight * (1 - ssim(as_batch(rendered), as_batch(target)))
+    return (1 - ssim_weight) * loss + ssim_weight * (1 - ssim(as_batch(rendered), as_batch(target)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from codec.bitstream import MAX_SCALAR_BITS
+from codec.losses import DISTORTIONS
 
 # The paper's four Kodak rate points (Table 1 averages), by name.
 RATE_PRESETS = {"lowest": 0.042, "low": 0.066, "medium": 0.125, "high": 0.183}
@@ -25,7 +26,10 @@ class Method:
     densify_until: float = 0.5  # share of steps during which density control runs
     densify_rounds: int = 5  # evenly spaced over the densification window
     initial_share: float = 0.8  # Gaussians initialised, as a share of the planned count; densification adds the rest
-    ssim_weight: float = 0.2  # loss = (1 - w) L1 + w (1 - SSIM)
+    # The per-pixel error term of the loss (codec.losses.DISTORTIONS): "l1", the paper's, or "rmse", the
+    # square root of the mean squared error, whose gradient is MSE's (PSNR's own) at L1's scale.
+    distortion: str = "l1"
+    ssim_weight: float = 0.2  # loss = (1 - w) distortion + w (1 - SSIM)
     position_bits: int = 10
     # Bits of each per-Gaussian column (the groups coded per Gaussian; a codebook's entries have 8). Shapes:
     # without the rate term 5 bits gave 0.4 dB more than 4 and 6 no more than 5; under it, which keeps the
@@ -52,13 +56,15 @@ class Method:
     # a prune there, which at the final write costs the image much more.
     remeasure_at: float = 0.75
     # Weight of the rate term (codec.rate_model: bits per pixel of the per-Gaussian columns) in the loss, in
-    # units of the L1 loss per bit per pixel at 0.125 bpp (codec.rate_model.weight_at scales it to the
+    # units of the distortion term per bit per pixel at 0.125 bpp (codec.rate_model.weight_at scales it to the
     # target); 0: none. Needs shapes and colours both coded per Gaussian.
     rate_weight: float = 0.0
     # Gaussians per colour codebook entry (the codebook size is the power of two nearest N / this).
     gaussians_per_entry: int = 16
 
     def __post_init__(self) -> None:
+        if self.distortion not in DISTORTIONS:
+            raise ValueError(f"distortion must be one of {DISTORTIONS}, not {self.distortion!r}")
         for name in ("shape_bits", "color_bits"):
             if not 1 <= getattr(self, name) <= MAX_SCALAR_BITS:
                 raise ValueError(f"{name} must be 1 to {MAX_SCALAR_BITS}, not {getattr(self, name)}")
@@ -68,8 +74,8 @@ class Method:
 
 METHODS = {
     # Order-free accumulated blending: Gaussians can be stored sorted by position, which halves position
-    # bits. Each other choice is an ablation row in BENCHMARKS.md (python -m bench.ablation): plain L1
-    # (L1 + SSIM: -0.64 dB and 2x slower per step), half the steps at half resolution (all at full
+    # bits. Each other choice is an ablation row in BENCHMARKS.md (python -m bench.ablation): no SSIM term
+    # (L1 + SSIM: -0.64 dB against L1 and 2x slower per step), half the steps at half resolution (all at full
     # resolution: -0.11 dB and slower), shapes as log covariances per Gaussian (a K-means codebook: -0.68 dB).
     # 1800 steps instead of 1200: +0.34 dB on five Kodak images at 0.125 bpp for a median encode of 78 s
     # instead of 52 s on a 2-core CPU (the `ablation-iterations` section), inside the 90 s the product allows.
@@ -80,7 +86,10 @@ METHODS = {
     # the most textured (kodim05) -0.04 to -0.18 dB at every rate; median encode 92 s against 99 s on
     # kodim23 and kodim05 (the `rd-v2-shapes` section). On top of 7-bit shapes the two shares gave +0.04 dB on
     # three images (noise); they move work to half resolution.
-    "default": Method("default", blend_mode="sum", ssim_weight=0.0, coarse_share=0.6, fit_share=0.6,
+    # RMSE instead of L1 as the distortion: +0.59 dB on six Kodak images at 0.125 bpp, every one up (+0.35 to
+    # +0.92), and +0.46 to +0.76 on two at 0.042 and 0.183 (the `rd-v2-rmse` section). L1 pulls every pixel
+    # alike, so the fit spent its Gaussians on many small errors where PSNR is lost to the large ones.
+    "default": Method("default", blend_mode="sum", distortion="rmse", ssim_weight=0.0, coarse_share=0.6, fit_share=0.6,
                       shape_per_gaussian=True, color_per_gaussian=True, rate_weight=0.003, iterations=1800),
     # The paper's configuration: alpha blending, K-means VQ of both groups, 10-bit positions.
     "paper": Method("paper", blend_mode="alpha"),
