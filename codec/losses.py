@@ -38,9 +38,13 @@ def ssim(
     return (luminance * contrast).mean()
 
 
-DISTORTIONS = ("l1", "rmse")
 # RMSE's gradient is error / (pixels * RMSE): unbounded as the error vanishes, so the root is held off zero.
 MIN_MEAN_SQUARE = 1e-12
+_DISTORTION_TERMS = {  # name -> scalar of the error [H, W, 3]
+    "l1": lambda error: error.abs().mean(),
+    "rmse": lambda error: error.square().mean().clamp(min=MIN_MEAN_SQUARE).sqrt(),
+}
+DISTORTIONS = tuple(_DISTORTION_TERMS)
 
 
 def training_loss(
@@ -52,13 +56,10 @@ def training_loss(
     """RMSE ranks renders as PSNR does and moves each pixel in proportion to its error, where L1 pulls
     every pixel alike; its size is that of L1 (an error's magnitude, not its square), so a rate weight set
     against one is about right for the other."""
-    error = rendered - target
-    if distortion == "rmse":
-        loss = error.square().mean().clamp(min=MIN_MEAN_SQUARE).sqrt()
-    elif distortion == "l1":
-        loss = error.abs().mean()
-    else:
+    term = _DISTORTION_TERMS.get(distortion)
+    if term is None:
         raise ValueError(f"distortion must be one of {DISTORTIONS}, not {distortion!r}")
+    loss = term(rendered - target)
     if ssim_weight == 0 or min(target.shape[:2]) < WINDOW:
         return loss
     as_batch = lambda t: t.permute(2, 0, 1)[None]  # noqa: E731
