@@ -1,4 +1,4 @@
-"""The .gsi file layout, versions 1 and 2 (docs/bitstream.md): serialising ``QuantizedGaussians``, nothing more.
+"""The .gsi file layout, versions 1 to 3 (docs/bitstream.md): serialising ``QuantizedGaussians``, nothing more.
 
 Header fields are declared with widths and range checks.
 
@@ -12,8 +12,9 @@ naming the field. Layout (little-endian):
              shape (3 column symbols, or a codebook index), colour (4 column symbols, or an index)
     crc32    of everything before it
 
-Version 2 adds only flag bit 3 (colours per Gaussian, like shapes); a file without it is written as
-version 1, so older readers keep reading what they can.
+Version 2 adds only flag bit 3 (colours per Gaussian, like shapes); version 3 only flag bit 4 (each
+stream's histogram may be a two-sided geometric model instead, ``codec.entropy.Geometric``). A file is
+written in the lowest version that can express it, so older readers keep reading what they can.
 """
 
 from __future__ import annotations
@@ -24,13 +25,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from codec.entropy import BitReader, BitWriter, SymbolDecoder, categorical, encode_symbols, information_bits
-from codec.entropy import read_histogram, uniform, write_histogram
+from codec.entropy import BitReader, BitWriter, SymbolDecoder, encode_symbols, geometric_side_bits, read_model
+from codec.entropy import uniform, write_model
 from codec.errors import BitstreamError
 from codec.quantized import BLEND_MODES, COLOR_COLUMNS, RANGE_BOUNDS, SHAPE_COLUMNS, Layout, QuantizedGaussians
 
 MAGIC = b"GSIC"
-VERSION = 2  # the newest this reader knows; version 1 files (no per-Gaussian colours) still decode
+VERSION = 3  # the newest this reader knows; version 1 and 2 files still decode
 MAX_SIDE = 16384
 MAX_PIXELS = 40_000_000
 MAX_GAUSSIANS = 1 << 20
@@ -50,8 +51,8 @@ class Field:
 HEADER_FIELDS = (
     Field("version", "B", 1, VERSION),
     # bit 0: blend mode (0 ordered alpha, 1 accumulated sum); bit 1: rows sorted; bit 2: shape per Gaussian;
-    # bit 3 (version 2 only): colour per Gaussian
-    Field("flags", "B", 0, 15),
+    # bit 3 (version 2 on): colour per Gaussian; bit 4 (version 3): parametric models allowed
+    Field("flags", "B", 0, 31),
     Field("width", "H", 1, MAX_SIDE),
     Field("height", "H", 1, MAX_SIDE),
     Field("n_gaussians", "I", 0, MAX_GAUSSIANS),
@@ -100,8 +101,8 @@ class _Group:
             return [(f"payload.{name}", 1 << self.bits) for name in self.columns]
         return [(f"payload.{self.name}_index", self.k)]
 
-    def counts_bits(self, count_bits: int) -> int:  # the longest its histograms can be
-        return sum(alphabet for _, alphabet in self.histograms()) * count_bits
+    def models_bits(self, count_bits: int, parametric: bool) -> int:  # the longest its models can be
+        return sum(_longest_model_bits(alphabet, count_bits, parametric) for _, alphabet in self.histograms())
 
     def codebook_bits(self) -> int:
         return self.k * len(self.columns) * self.bits
@@ -127,7 +128,7 @@ def write_bitstream(q: QuantizedGaussians) -> bytes:
     if layout.rows_sorted:
         row_alphabet = int(rows.max()) + 1 if n else 1
         side.write_gamma(row_alphabet)
-        row_model = categorical(write_histogram(side, rows, row_alphabet))
+        row_model, _ = write_model(side, rows, row_alphabet, layout.parametric_models)
     else:
         row_model = uniform(layout.position_bits)
     streams = [(rows, row_model), (q.x, uniform(layout.position_bits))]
@@ -136,7 +137,7 @@ def write_bitstream(q: QuantizedGaussians) -> bytes:
     for group in groups:  # histograms first, then the codebooks (the reader needs every count first)
         codebook, index = values[group.name]
         symbols = list(codebook.T) if group.per_gaussian else [index]
-        streams += [(column, categorical(write_histogram(side, column, alphabet)))
+        streams += [(column, write_model(side, column, alphabet, layout.parametric_models)[0])
                     for column, (_, alphabet) in zip(symbols, group.histograms())]
     for group in groups:
         if not group.per_gaussian:
@@ -144,9 +145,10 @@ def write_bitstream(q: QuantizedGaussians) -> bytes:
     payload = encode_symbols(streams)
     side_bytes = side.getvalue()
     flags = (BLEND_MODES.index(layout.blend_mode) | (int(layout.rows_sorted) << 1)
-             | (int(layout.shape_per_gaussian) << 2) | (int(layout.color_per_gaussian) << 3))
+             | (int(layout.shape_per_gaussian) << 2) | (int(layout.color_per_gaussian) << 3)
+             | (int(layout.parametric_models) << 4))
     # The lowest version that can express the file: without per-Gaussian colours it is a version 1 file.
-    version = 2 if layout.color_per_gaussian else 1
+    version = 3 if layout.parametric_models else 2 if layout.color_per_gaussian else 1
     values = [version, flags, layout.width, layout.height, n, layout.position_bits, q.k_shape, q.k_color,
               layout.shape_bits, layout.color_bits, len(side_bytes), len(payload)]
     for field, value in zip(HEADER_FIELDS, values):
@@ -174,6 +176,8 @@ def parse_header(data: bytes) -> Header:
             raise BitstreamError(name, f"{fields[name]} codebook entries for {fields['n_gaussians']} Gaussians")
     if fields["flags"] & 8 and fields["version"] < 2:
         raise BitstreamError("flags", "per-Gaussian colours (bit 3) need version 2")
+    if fields["flags"] & 16 and fields["version"] < 3:
+        raise BitstreamError("flags", "parametric models (bit 4) need version 3")
     for bit, group in ((4, "shape"), (8, "color")):
         per_gaussian = bool(fields["flags"] & bit)
         if per_gaussian != (fields[f"k_{group}"] == 0):
@@ -199,7 +203,7 @@ def parse_header(data: bytes) -> Header:
     color_ranges = _checked_ranges(ranges[2 * len(SHAPE_COLUMNS):], COLOR_COLUMNS)
     flags = fields.pop("flags")
     return Header(blend_mode=BLEND_MODES[flags & 1], rows_sorted=bool(flags & 2), shape_per_gaussian=bool(flags & 4),
-                  color_per_gaussian=bool(flags & 8),
+                  color_per_gaussian=bool(flags & 8), parametric_models=bool(flags & 16),
                   shape_ranges=shape_ranges, color_ranges=color_ranges, **fields)
 
 
@@ -210,26 +214,26 @@ def read_bitstream(data: bytes, header: Header | None = None) -> QuantizedGaussi
         header = parse_header(data)
     n = header.n_gaussians
     side = BitReader(data[HEADER_BYTES: HEADER_BYTES + header.side_length], "side_info")
-    # The payload's streams in order: (field, model, the histogram it was built from; None when uniform).
-    streams: list[tuple[str, object, np.ndarray | None]] = []
+    # The payload's streams in order: (field, model, the histogram it was built from or None, the fewest
+    # bits its N symbols can take).
+    parametric = header.parametric_models
+    streams: list[tuple[str, object, np.ndarray | None, float]] = []
     if header.rows_sorted:
         row_alphabet = side.read_gamma(1 << header.position_bits)
-        row_counts = read_histogram(side, row_alphabet, n)
-        streams.append(("payload.rows", categorical(row_counts), row_counts))
+        streams.append(("payload.rows", *read_model(side, row_alphabet, n, parametric)))
     else:
-        streams.append(("payload.rows", uniform(header.position_bits), None))
-    streams.append(("payload.x", uniform(header.position_bits), None))
+        streams.append(("payload.rows", uniform(header.position_bits), None, n * header.position_bits))
+    streams.append(("payload.x", uniform(header.position_bits), None, n * header.position_bits))
     groups = _layout_groups(header, header.k_shape, header.k_color)
     for group in groups:
         for field, alphabet in group.histograms():
-            counts = read_histogram(side, alphabet, n)
-            streams.append((field, categorical(counts), counts))
+            streams.append((field, *read_model(side, alphabet, n, parametric)))
     codebooks = {group.name: side.read_array(group.k * len(group.columns), group.bits).reshape(group.k, -1)
                  for group in groups if not group.per_gaussian}
     if side.remaining_bits() >= 8:
         raise BitstreamError("side_length", f"{side.remaining_bits()} bits left over after the codebooks")
     payload = data[HEADER_BYTES + header.side_length: len(data) - CRC_BYTES]
-    decoded = _read_payload(payload, streams, n, header.position_bits)
+    decoded = _read_payload(payload, streams, n)
     rows, x, rest = decoded[0], decoded[1], decoded[2:]
     values = {}
     for group in groups:  # each group's streams, in order: its columns, or its index
@@ -246,24 +250,24 @@ def read_bitstream(data: bytes, header: Header | None = None) -> QuantizedGaussi
                               color_codebook=color_codebook, color_index=color_index)
 
 
-def _read_payload(payload: bytes, streams, n: int, position_bits: int) -> list[np.ndarray]:
+def _read_payload(payload: bytes, streams, n: int) -> list[np.ndarray]:
     """Decode N symbols per stream, holding the payload to them: no symbol may come from past its end, no
     word may follow the last one, and each histogram must be the one of its symbols. The decode work is
     bounded by the bytes present: N is checked against the fewest bits its streams can take first."""
-    fewest = sum(information_bits(counts) if counts is not None else n * position_bits for _, _, counts in streams)
+    fewest = sum(least for _, _, _, least in streams)
     # A range coder cannot beat the information content by more than its 64-bit state.
     if len(payload) * 8 + 64 < fewest:
         raise BitstreamError("payload_length", f"{len(payload)} bytes cannot hold {n} Gaussians "
                                                f"(at least {fewest / 8:.0f} bytes)")
     decoder = SymbolDecoder(payload)
-    decoded = [decoder.decode(model, n, field) for field, model, _ in streams]
-    for (field, _, counts), symbols in zip(streams, decoded):
+    decoded = [decoder.decode(model, n, field) for field, model, _, _ in streams]
+    for (field, _, counts, _), symbols in zip(streams, decoded):
         if counts is not None and not np.array_equal(np.bincount(symbols, minlength=len(counts)), counts):
             raise BitstreamError(field, "the decoded symbols do not match their histogram")
     # The encoder is deterministic, so a payload that is exactly what it writes for these symbols was read
     # through, word for word; anything else was cut short, padded or tampered with.
     try:
-        expected = encode_symbols((symbols, model) for symbols, (_, model, _) in zip(decoded, streams))
+        expected = encode_symbols((symbols, model) for symbols, (_, model, _, _) in zip(decoded, streams))
     except Exception as exc:  # constriction refuses a symbol its model gives no mass
         raise BitstreamError("payload", f"a decoded symbol cannot be coded: {exc}") from exc
     if len(expected) > len(payload):
@@ -279,12 +283,20 @@ def _most_side_bytes(fields: dict) -> int:
     """The longest side information the header's counts allow (every histogram count at its longest code),
     so a file cannot make the reader hold more side bytes than it could ever read."""
     count_bits = 2 * (fields["n_gaussians"] + 1).bit_length() - 1  # Elias gamma of a count + 1 <= N + 1
-    position_bits = fields["position_bits"]
-    rows = 2 * position_bits + 1 + (count_bits << position_bits) if fields["flags"] & 2 else 0  # gap histogram
+    position_bits, parametric = fields["position_bits"], bool(fields["flags"] & 16)
+    rows = (2 * position_bits + 1 + _longest_model_bits(1 << position_bits, count_bits, parametric)
+            if fields["flags"] & 2 else 0)  # gap alphabet and model
     groups = _groups(bool(fields["flags"] & 4), bool(fields["flags"] & 8), fields["k_shape"], fields["k_color"],
                      fields["shape_bits"], fields["color_bits"])
-    bits = rows + sum(group.counts_bits(count_bits) + group.codebook_bits() for group in groups)
+    bits = rows + sum(group.models_bits(count_bits, parametric) + group.codebook_bits() for group in groups)
     return -(-bits // 8)
+
+
+def _longest_model_bits(alphabet: int, count_bits: int, parametric: bool) -> int:
+    """A histogram with every count at its longest code, or with parametric models the choice bit and the
+    longer of that and a geometric model."""
+    histogram = alphabet * count_bits
+    return 1 + max(histogram, geometric_side_bits(alphabet)) if parametric else histogram
 
 
 def _check(field: Field, value: int) -> None:

@@ -1,9 +1,9 @@
 """Where the bits of a .gsi file go: header, side information, positions, shapes and colours.
 
 Header and side information are sections of known length. The payload is one range-coded stream in which
-positions, shapes and colours interleave, so its split is estimated: each part's symbols cost their
-empirical entropy under the histograms the file stores (what the range coder spends, within a few bits),
-and the payload's real length is shared out in those proportions.
+positions, shapes and colours interleave, so its split is estimated: the payload's real length is shared
+out in proportion to each part's empirical entropy (the histogram the file stores, or under a geometric
+model a few percent less than what the coder spends, alike for every part).
 """
 
 from __future__ import annotations

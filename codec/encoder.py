@@ -246,8 +246,8 @@ class _Training:
 
     def _layout(self, plan: RatePlan) -> Layout:  # the ranges are the trained values', taken at the write
         return Layout(self.width, self.height, self.config.blend_mode, plan.rows_sorted, plan.k_shape == 0,
-                      plan.k_color == 0, plan.position_bits, plan.shape_bits, plan.color_bits, shape_ranges=(),
-                      color_ranges=())
+                      plan.k_color == 0, self.config.parametric_models, plan.position_bits, plan.shape_bits,
+                      plan.color_bits, shape_ranges=(), color_ranges=())
 
     def fitted_inputs(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:  # nothing quantised yet
         g = self.gaussians

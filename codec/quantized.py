@@ -41,6 +41,7 @@ class Layout:
     rows_sorted: bool  # stored in non-decreasing row order, rows coded as gaps (order-free blending only)
     shape_per_gaussian: bool  # shape symbols coded per Gaussian (scalar quantisation), not via a codebook
     color_per_gaussian: bool  # colour symbols likewise (format version 2)
+    parametric_models: bool  # each histogram may be a two-sided geometric instead (format version 3)
     position_bits: int
     shape_bits: int
     color_bits: int

@@ -32,7 +32,7 @@ def gaussians(width: int, height: int, n: int, sigma: float, *, position_bits: i
     rng = np.random.default_rng(seed)
     log_var = float(np.float16(2 * math.log(sigma)))
     layout = Layout(width=width, height=height, blend_mode="sum" if rows_sorted else "alpha", rows_sorted=rows_sorted,
-                    shape_per_gaussian=per_gaussian, color_per_gaussian=color_per_gaussian, position_bits=position_bits,
+                    shape_per_gaussian=per_gaussian, color_per_gaussian=color_per_gaussian, parametric_models=False, position_bits=position_bits,
                     shape_bits=shape_bits, color_bits=color_bits, shape_ranges=((log_var, log_var), (0.0, 0.0), (log_var, log_var)),
                     color_ranges=COLOR_RANGES)
     levels = 1 << position_bits

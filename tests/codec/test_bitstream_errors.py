@@ -1,5 +1,6 @@
 """Malformed bitstreams: every truncation and thousands of bit flips give BitstreamError or an image."""
 
+import dataclasses
 import struct
 import zlib
 
@@ -65,8 +66,8 @@ def test_bit_flips_with_valid_checksum_never_crash(encoded):
 
 
 @pytest.mark.parametrize("name, value, field", [
-    ("version", 3, "version"),
-    ("flags", 16, "flags"),
+    ("version", 4, "version"),
+    ("flags", 32, "flags"),
     ("flags", 3, "k_shape"),  # says codebook shapes, but k_shape is 0
     ("k_shape", 5, "k_shape"),  # per-Gaussian shapes carry no codebook
     ("width", 0, "width"),
@@ -111,12 +112,54 @@ def test_version_2_fields_are_checked(version_2, name, value, field):
     assert info.value.field == field
 
 
-def test_version_2_truncations_and_flips_are_typed_errors(version_2):
-    for length in range(len(version_2)):
+def _peaked_version_3(parametric: bool) -> bytes:
+    """The version 2 file's Gaussians with peaked shape and colour columns (as trained ones are), written
+    with parametric models allowed (version 3) or not (version 2)."""
+    q = gaussians(64, 48, 40, 2.0, position_bits=8, per_gaussian=True, shape_bits=5, color_per_gaussian=True,
+                  color_bits=6, seed=4)
+    rng = np.random.default_rng(6)
+    peaked = lambda bits, shape: np.clip(9 + np.round(rng.laplace(0, 1.5, shape)), 0, (1 << bits) - 1)  # noqa: E731
+    shapes = peaked(5, (40, 3)).astype(np.int64)
+    shapes[:, 1] = 0  # round, as the xy range is (0, 0)
+    colors = np.column_stack([peaked(6, (40, 3)), np.full(40, 63)]).astype(np.int64)
+    layout = dataclasses.replace(q.layout, parametric_models=parametric)
+    return write_bitstream(dataclasses.replace(q, layout=layout, shape_codebook=shapes, color_codebook=colors))
+
+
+@pytest.fixture(scope="module")
+def version_3() -> bytes:
+    return _peaked_version_3(parametric=True)
+
+
+def test_version_3_decodes_as_its_version_2_twin_in_fewer_bytes(version_3):
+    twin = _peaked_version_3(parametric=False)
+    assert (codec.inspect(version_3).version, codec.inspect(twin).version) == (3, 2)
+    assert codec.inspect(version_3).parametric_models
+    assert len(version_3) < len(twin) - 32  # geometric models instead of 2^5- and 2^6-count histograms
+    q, q_twin = read_bitstream(version_3), read_bitstream(twin)
+    assert np.array_equal(q.shape_codebook, q_twin.shape_codebook)
+    assert np.array_equal(q.color_codebook, q_twin.color_codebook) and np.array_equal(q.y, q_twin.y)
+    assert np.array_equal(codec.decode(version_3), codec.decode(twin))
+
+
+@pytest.mark.parametrize("name, value, field", [
+    ("version", 2, "flags"),  # parametric models are a version 3 feature
+    ("side_length", 0, "side_length"),
+])
+def test_version_3_fields_are_checked(version_3, name, value, field):
+    with pytest.raises(codec.BitstreamError) as info:
+        codec.decode(_patched(version_3, name, value))
+    assert info.value.field in (field, "length")
+
+
+@pytest.mark.parametrize("version", ["version_2", "version_3"])
+def test_later_versions_truncations_and_flips_are_typed_errors(version, request):
+    data = request.getfixturevalue(version)
+    for length in range(len(data)):
         with pytest.raises(codec.BitstreamError):
-            codec.decode(version_2[:length])
+            codec.decode(data[:length])
     rng = np.random.default_rng(2)
-    body = np.frombuffer(version_2[:-4], dtype=np.uint8)
+    body = np.frombuffer(data[:-4], dtype=np.uint8)
     for _ in range(500):
         flipped = body.copy()
         position = rng.integers(0, len(body) * 8)

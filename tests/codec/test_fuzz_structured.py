@@ -39,8 +39,10 @@ def _range(column: str) -> st.SearchStrategy[tuple[float, float]]:
 def valid_files(draw) -> bytes:
     """A well-formed file whose layout sits at the format's extremes (few Gaussians, so it is quick)."""
     n = draw(st.sampled_from([0, 1, 2, 3, 17, 64]))
-    flags = draw(st.integers(0, 15))  # bit 3 (colours per Gaussian) makes a version 2 file
+    # bit 3 (colours per Gaussian) makes a version 2 file, bit 4 (parametric models) a version 3 one
+    flags = draw(st.integers(0, 31))
     rows_sorted, per_gaussian, color_per_gaussian = bool(flags & 2), bool(flags & 4), bool(flags & 8)
+    parametric = bool(flags & 16)
     bits = draw(st.sampled_from([4, 5, 13, 14]))
     shape_bits = draw(st.sampled_from([1, 2, 9, 10] if per_gaussian else [1, 2, 15, 16]))
     color_bits = draw(st.sampled_from([1, 2, 9, 10] if color_per_gaussian else [1, 2, 15, 16]))
@@ -48,18 +50,28 @@ def valid_files(draw) -> bytes:
     k_shape = 0 if per_gaussian else draw(st.integers(1, max(n, 1)))
     k_color = 0 if color_per_gaussian else draw(st.integers(1, max(n, 1)))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    # Uniform symbols keep their histograms; peaked ones (as trained columns are) take geometric models.
+    peaked = parametric and draw(st.booleans())
+
+    def symbols(bits_: int, shape) -> np.ndarray:
+        if not peaked:
+            return rng.integers(0, 1 << bits_, shape)
+        centre = rng.integers(0, 1 << bits_)
+        return np.clip(centre + np.round(rng.laplace(0, 2, shape)), 0, (1 << bits_) - 1).astype(np.int64)
+
     x, y = rng.integers(0, 1 << bits, n), rng.integers(0, 1 << bits, n)
     if rows_sorted:
         order = np.lexsort((x, y))
         x, y = x[order], y[order]
     layout = Layout(width=width, height=height, blend_mode=("alpha", "sum")[flags & 1], rows_sorted=rows_sorted,
-                    shape_per_gaussian=per_gaussian, color_per_gaussian=color_per_gaussian, position_bits=bits, shape_bits=shape_bits,
+                    shape_per_gaussian=per_gaussian, color_per_gaussian=color_per_gaussian, parametric_models=parametric, position_bits=bits,
+                    shape_bits=shape_bits,
                     color_bits=color_bits, shape_ranges=tuple(draw(_range(c)) for c in SHAPE_COLUMNS),
                     color_ranges=tuple(draw(_range(c)) for c in COLOR_COLUMNS))
-    shapes = rng.integers(0, 1 << shape_bits, (n if per_gaussian else k_shape, 3))
+    shapes = symbols(shape_bits, (n if per_gaussian else k_shape, 3))
     q = QuantizedGaussians(layout=layout, x=x, y=y, shape_codebook=shapes,
                            shape_index=np.arange(n) if per_gaussian else rng.integers(0, k_shape, n),
-                           color_codebook=rng.integers(0, 1 << color_bits, (n if color_per_gaussian else k_color, 4)),
+                           color_codebook=symbols(color_bits, (n if color_per_gaussian else k_color, 4)),
                            color_index=np.arange(n) if color_per_gaussian else rng.integers(0, k_color, n))
     return write_bitstream(q)
 
