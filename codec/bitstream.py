@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from codec.entropy import BitReader, BitWriter, SymbolDecoder, encode_symbols, geometric_side_bits, read_model
-from codec.entropy import uniform, write_model
+from codec.entropy import BitReader, BitWriter, SymbolDecoder, encode_symbols, gamma_bits, geometric_side_bits
+from codec.entropy import read_model, uniform, write_model
 from codec.errors import BitstreamError
 from codec.quantized import BLEND_MODES, COLOR_COLUMNS, RANGE_BOUNDS, SHAPE_COLUMNS, Layout, QuantizedGaussians
 
@@ -128,7 +128,7 @@ def write_bitstream(q: QuantizedGaussians) -> bytes:
     if layout.rows_sorted:
         row_alphabet = int(rows.max()) + 1 if n else 1
         side.write_gamma(row_alphabet)
-        row_model, _ = write_model(side, rows, row_alphabet, layout.parametric_models)
+        row_model = write_model(side, rows, row_alphabet, layout.parametric_models)
     else:
         row_model = uniform(layout.position_bits)
     streams = [(rows, row_model), (q.x, uniform(layout.position_bits))]
@@ -137,7 +137,7 @@ def write_bitstream(q: QuantizedGaussians) -> bytes:
     for group in groups:  # histograms first, then the codebooks (the reader needs every count first)
         codebook, index = values[group.name]
         symbols = list(codebook.T) if group.per_gaussian else [index]
-        streams += [(column, write_model(side, column, alphabet, layout.parametric_models)[0])
+        streams += [(column, write_model(side, column, alphabet, layout.parametric_models))
                     for column, (_, alphabet) in zip(symbols, group.histograms())]
     for group in groups:
         if not group.per_gaussian:
@@ -282,7 +282,7 @@ def _read_payload(payload: bytes, streams, n: int) -> list[np.ndarray]:
 def _most_side_bytes(fields: dict) -> int:
     """The longest side information the header's counts allow (every histogram count at its longest code),
     so a file cannot make the reader hold more side bytes than it could ever read."""
-    count_bits = 2 * (fields["n_gaussians"] + 1).bit_length() - 1  # Elias gamma of a count + 1 <= N + 1
+    count_bits = gamma_bits(fields["n_gaussians"] + 1)  # of a count + 1 <= N + 1
     position_bits, parametric = fields["position_bits"], bool(fields["flags"] & 16)
     rows = (2 * position_bits + 1 + _longest_model_bits(1 << position_bits, count_bits, parametric)
             if fields["flags"] & 2 else 0)  # gap alphabet and model

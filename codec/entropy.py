@@ -32,7 +32,7 @@ class BitWriter:
             self.write(int(value), width)
 
     def write_gamma(self, value: int) -> None:
-        """Elias gamma code of value >= 1: 2*floor(log2 v) + 1 bits."""
+        """Elias gamma code of value >= 1: ``gamma_bits(value)`` bits."""
         width = int(value).bit_length()
         self.write(0, width - 1)
         self.write(value, width)
@@ -43,6 +43,10 @@ class BitWriter:
 
     def __len__(self) -> int:
         return len(self._bits)
+
+
+def gamma_bits(value: int) -> int:  # length of the Elias gamma code of value >= 1: 2 floor(log2 v) + 1
+    return 2 * int(value).bit_length() - 1
 
 
 class BitReader:
@@ -171,16 +175,6 @@ class Geometric:
             weights[k] = (weights[k + 1] * self.left) >> RATE_BITS
         return np.maximum(weights, _FLOOR)
 
-    def model(self, alphabet: int):
-        if alphabet == 1:
-            return Constant(0)
-        weights = self.weights(alphabet)
-        return constriction.stream.model.Categorical(weights / weights.sum(), perfect=False)
-
-    def fewest_bits(self, alphabet: int, count: int) -> float:  # no ``count`` symbols can cost less
-        weights = self.weights(alphabet)
-        return count * float(np.log2(weights.sum() / weights.max()))
-
     @staticmethod
     def fit(counts: np.ndarray) -> tuple["Geometric", float]:  # [alphabet] -> (best found, its bits)
         """The lowest-cost model over a grid of spreads and the most frequent modes, in floating point
@@ -217,13 +211,13 @@ def geometric_side_bits(alphabet: int) -> int:
 
 
 def histogram_side_bits(counts: np.ndarray) -> int:  # what write_histogram writes for these counts
-    return int(sum(2 * (int(c) + 1).bit_length() - 1 for c in counts))
+    return sum(gamma_bits(int(c) + 1) for c in counts)
 
 
 def write_model(writer: BitWriter, symbols: np.ndarray, alphabet: int, parametric: bool):
-    """The side information of one stream's model, and the model: its histogram, or with ``parametric``
-    whichever of histogram and geometric (after a 1-bit choice) costs fewer bits in all. Returns
-    (model, counts the decoder will check the symbols against, or None)."""
+    """Write the side information of one stream's model and return the model: its histogram, or with
+    ``parametric`` whichever of histogram and geometric (after a 1-bit choice) costs fewer bits in all.
+    A geometric model's weights make a categorical model just as counts do."""
     counts = np.bincount(symbols, minlength=alphabet)
     if parametric:
         geometric, geometric_bits = Geometric.fit(counts)
@@ -233,9 +227,9 @@ def write_model(writer: BitWriter, symbols: np.ndarray, alphabet: int, parametri
             writer.write(geometric.mode, mode_width(alphabet))
             writer.write(geometric.left, RATE_BITS)
             writer.write(geometric.right, RATE_BITS)
-            return geometric.model(alphabet), None
+            return categorical(geometric.weights(alphabet))
     write_histogram(writer, symbols, alphabet)
-    return categorical(counts), counts
+    return categorical(counts)
 
 
 def read_model(reader: BitReader, alphabet: int, total: int, parametric: bool):
@@ -244,8 +238,9 @@ def read_model(reader: BitReader, alphabet: int, total: int, parametric: bool):
         mode = reader.read(mode_width(alphabet))
         if mode >= alphabet:
             raise BitstreamError(reader.field, f"a geometric model's mode {mode} is outside its {alphabet} symbols")
-        geometric = Geometric(mode, reader.read(RATE_BITS), reader.read(RATE_BITS))
-        return geometric.model(alphabet), None, geometric.fewest_bits(alphabet, total)
+        weights = Geometric(mode, reader.read(RATE_BITS), reader.read(RATE_BITS)).weights(alphabet)
+        # no symbol costs less than the mode's
+        return categorical(weights), None, total * float(np.log2(weights.sum() / weights.max()))
     counts = read_histogram(reader, alphabet, total)
     return categorical(counts), counts, information_bits(counts)
 

@@ -41,11 +41,13 @@ def test_write_and_read_model_round_trip_and_choose_the_cheaper(peaked):
     # Two far-apart modes: no single peak fits them, and their histogram is cheap
     symbols = _peaked(500, 128, seed=2) if peaked else rng.choice([10, 100], 500)
     side = BitWriter()
-    model, counts = write_model(side, symbols, 128, parametric=True)
-    assert (counts is None) == peaked  # the geometric model wins on a peak, the histogram on two
+    model = write_model(side, symbols, 128, parametric=True)
+    # The choice bit: the geometric model wins on a peak, the histogram on two
+    assert BitReader(side.getvalue(), "side").read(1) == int(peaked)
     encoder = SymbolEncoder()
     encoder.encode(symbols, model)
     read, read_counts, fewest = read_model(BitReader(side.getvalue(), "side"), 128, 500, parametric=True)
+    assert (read_counts is None) == peaked
     assert np.array_equal(SymbolDecoder(encoder.getvalue()).decode(read, 500, "x"), symbols)
     assert fewest <= len(encoder.getvalue()) * 8 + 64
 
