@@ -38,7 +38,7 @@ from codec.quantize import Codebook, QuantisedModel
 from codec.quantized import Layout
 from codec.rate_model import bits_per_pixel, weight_at
 from codec.rate import BUDGET_FIT_ROUNDS, MIN_GAUSSIANS, RateControl, RatePlan, measure
-from kernels import PairBound, render
+from kernels import PairBound, keep_freed_memory, render
 
 PROGRESS_EVERY = 10
 log = logging.getLogger("gsic.encoder")
@@ -68,6 +68,8 @@ def encode_array(
 ) -> EncodeResult:
     config, device = options.config, options.torch_device
     height, width = pixels.shape[:2]
+    if device.type == "cpu":
+        keep_freed_memory()  # each step's image-sized temporaries would otherwise be page-faulted in anew
     target = torch.tensor(pixels, dtype=torch.float32, device=device) / 255
     rate = RateControl.for_image(options.target_bpp, height, width, config)
     training = _Training(target, rate.plan, config, options.total_iterations, options.seed, progress,

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from kernels.host_memory import keep_freed_memory
 from kernels.pair_bound import PairBound
 from kernels.reference import ALPHA_MAX, CUTOFF_MAHALANOBIS_SQ, MODES, render_reference
 
 BACKENDS = ("auto", "reference", "cpu", "triton")
 
-__all__ = ["ALPHA_MAX", "BACKENDS", "CUTOFF_MAHALANOBIS_SQ", "MODES", "PairBound", "render", "render_reference"]
+__all__ = ["ALPHA_MAX", "BACKENDS", "CUTOFF_MAHALANOBIS_SQ", "MODES", "PairBound", "keep_freed_memory", "render",
+           "render_reference"]
 
 
 def render(
