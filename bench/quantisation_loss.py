@@ -20,6 +20,7 @@ from bench.rd.cli import DEFAULT_DATA
 from codec import encoder
 from codec.image_io import load_image
 from codec.options import EncodeOptions
+from codec.quantized import background_color
 from codec.rate import RateControl
 from codec.rate_model import weight_at
 from kernels import render
@@ -28,6 +29,8 @@ from kernels import render
 def _psnr(inputs, training) -> float:
     with torch.no_grad():
         image = render(*inputs, training.height, training.width, training.config.blend_mode)
+        if training.background is not None:  # drawn over it, as every training render is
+            image = image + torch.as_tensor(background_color(training.background))
     return 10 * math.log10(1 / float((image.clamp(0, 1) - training.target).square().mean()))
 
 
@@ -38,7 +41,8 @@ def breakdown(path: Path, options: EncodeOptions) -> dict[str, float]:
     target = torch.tensor(pixels, dtype=torch.float32) / 255
     rate = RateControl.for_image(options.target_bpp, height, width, config)
     training = encoder._Training(target, rate.plan, config, options.total_iterations, options.seed, None,
-                                 weight_at(config.rate_weight, options.target_bpp))
+                                 weight_at(config.rate_weight, options.target_bpp),
+                                 encoder._mean_color(pixels) if config.background else None)
     fit_steps = max(1, int(config.fit_share * training.total))
     encoder._fit(training, rate, fit_steps)
     fitted = [t.detach() for t in training.fitted_inputs()]

@@ -1,11 +1,12 @@
-"""The .gsi file layout, versions 1 to 3 (docs/bitstream.md): serialising ``QuantizedGaussians``, nothing more.
+"""The .gsi file layout, versions 1 to 4 (docs/bitstream.md): serialising ``QuantizedGaussians``, nothing more.
 
 Header fields are declared with widths and range checks.
 
 Every field is checked before anything is allocated from it, and every failure raises BitstreamError
 naming the field. Layout (little-endian):
 
-    header   fixed fields (HEADER_FIELDS) + 14 float16 ranges (3 shape columns, 4 colour columns)
+    header   fixed fields (HEADER_FIELDS) + 14 float16 ranges (3 shape columns, 4 colour columns), then
+             with flag bit 5 the background colour (3 bytes)
     side     bit-packed: row-gap histogram (sorted rows only), shape histograms (per column, or of the
              shape index), colour histograms (likewise), then the codebooks of the groups that have one
     payload  range-coded symbols (uint32 words): row (or row gap dy when rows are sorted), column,
@@ -13,7 +14,8 @@ naming the field. Layout (little-endian):
     crc32    of everything before it
 
 Version 2 adds only flag bit 3 (colours per Gaussian, like shapes); version 3 only flag bit 4 (each
-stream's histogram may be a two-sided geometric model instead, ``codec.entropy.Geometric``). A file is
+stream's histogram may be a two-sided geometric model instead, ``codec.entropy.Geometric``); version 4
+only flag bit 5 (a background colour under the accumulated sum, three bytes after the ranges). A file is
 written in the lowest version that can express it, so older readers keep reading what they can.
 """
 
@@ -31,7 +33,7 @@ from codec.errors import BitstreamError
 from codec.quantized import BLEND_MODES, COLOR_COLUMNS, RANGE_BOUNDS, SHAPE_COLUMNS, Layout, QuantizedGaussians
 
 MAGIC = b"GSIC"
-VERSION = 3  # the newest this reader knows; version 1 and 2 files still decode
+VERSION = 4  # the newest this reader knows; version 1 to 3 files still decode
 MAX_SIDE = 16384
 MAX_PIXELS = 40_000_000
 MAX_GAUSSIANS = 1 << 20
@@ -51,8 +53,9 @@ class Field:
 HEADER_FIELDS = (
     Field("version", "B", 1, VERSION),
     # bit 0: blend mode (0 ordered alpha, 1 accumulated sum); bit 1: rows sorted; bit 2: shape per Gaussian;
-    # bit 3 (version 2 on): colour per Gaussian; bit 4 (version 3): parametric models allowed
-    Field("flags", "B", 0, 31),
+    # bit 3 (version 2 on): colour per Gaussian; bit 4 (version 3 on): parametric models allowed;
+    # bit 5 (version 4): a background colour follows the ranges (accumulated blending only)
+    Field("flags", "B", 0, 63),
     Field("width", "H", 1, MAX_SIDE),
     Field("height", "H", 1, MAX_SIDE),
     Field("n_gaussians", "I", 0, MAX_GAUSSIANS),
@@ -66,6 +69,7 @@ HEADER_FIELDS = (
 )
 _FIXED = struct.Struct("<4s" + "".join(f.fmt for f in HEADER_FIELDS) + f"{2 * (len(SHAPE_COLUMNS) + len(COLOR_COLUMNS))}e")
 HEADER_BYTES = _FIXED.size
+BACKGROUND_BYTES = 3  # r, g, b after the fixed header, with flag bit 5
 CRC_BYTES = 4
 
 
@@ -81,8 +85,12 @@ class Header(Layout):
     payload_length: int
 
     @property
+    def side_start(self) -> int:  # offset of the side information
+        return HEADER_BYTES + (BACKGROUND_BYTES if self.background is not None else 0)
+
+    @property
     def total_bytes(self) -> int:
-        return HEADER_BYTES + self.side_length + self.payload_length + CRC_BYTES
+        return self.side_start + self.side_length + self.payload_length + CRC_BYTES
 
 
 @dataclass(frozen=True)
@@ -146,15 +154,20 @@ def write_bitstream(q: QuantizedGaussians) -> bytes:
     side_bytes = side.getvalue()
     flags = (BLEND_MODES.index(layout.blend_mode) | (int(layout.rows_sorted) << 1)
              | (int(layout.shape_per_gaussian) << 2) | (int(layout.color_per_gaussian) << 3)
-             | (int(layout.parametric_models) << 4))
+             | (int(layout.parametric_models) << 4) | (int(layout.background is not None) << 5))
     # The lowest version that can express the file: without per-Gaussian colours it is a version 1 file.
-    version = 3 if layout.parametric_models else 2 if layout.color_per_gaussian else 1
+    version = (4 if layout.background is not None else 3 if layout.parametric_models
+               else 2 if layout.color_per_gaussian else 1)
     values = [version, flags, layout.width, layout.height, n, layout.position_bits, q.k_shape, q.k_color,
               layout.shape_bits, layout.color_bits, len(side_bytes), len(payload)]
     for field, value in zip(HEADER_FIELDS, values):
         _check(field, value)
+    if layout.background is not None and (layout.blend_mode != "sum"
+                                          or not all(0 <= v <= 255 for v in layout.background)):
+        raise ValueError(f"a background must be three bytes under accumulated blending, not {layout.background!r}")
     ranges = np.concatenate([np.ravel(r) for r in layout.range_arrays()]).astype(np.float16)
-    body = _FIXED.pack(MAGIC, *values, *ranges.tolist()) + side_bytes + payload
+    background = bytes(layout.background) if layout.background is not None else b""
+    body = _FIXED.pack(MAGIC, *values, *ranges.tolist()) + background + side_bytes + payload
     return body + struct.pack("<I", zlib.crc32(body))
 
 
@@ -178,6 +191,10 @@ def parse_header(data: bytes) -> Header:
         raise BitstreamError("flags", "per-Gaussian colours (bit 3) need version 2")
     if fields["flags"] & 16 and fields["version"] < 3:
         raise BitstreamError("flags", "parametric models (bit 4) need version 3")
+    if fields["flags"] & 32 and fields["version"] < 4:
+        raise BitstreamError("flags", "a background colour (bit 5) needs version 4")
+    if fields["flags"] & 32 and not fields["flags"] & 1:
+        raise BitstreamError("flags", "a background colour (bit 5) needs accumulated blending (bit 0)")
     for bit, group in ((4, "shape"), (8, "color")):
         per_gaussian = bool(fields["flags"] & bit)
         if per_gaussian != (fields[f"k_{group}"] == 0):
@@ -193,7 +210,8 @@ def parse_header(data: bytes) -> Header:
     most = _most_side_bytes(fields)
     if fields["side_length"] > most:
         raise BitstreamError("side_length", f"{fields['side_length']} bytes, but these counts need at most {most}")
-    expected = HEADER_BYTES + fields["side_length"] + fields["payload_length"] + CRC_BYTES
+    background_bytes = BACKGROUND_BYTES if fields["flags"] & 32 else 0
+    expected = HEADER_BYTES + background_bytes + fields["side_length"] + fields["payload_length"] + CRC_BYTES
     if len(data) != expected:
         raise BitstreamError("length", f"{len(data)} bytes, but the header declares {expected}")
     (crc,) = struct.unpack_from("<I", data, len(data) - CRC_BYTES)
@@ -202,8 +220,9 @@ def parse_header(data: bytes) -> Header:
     shape_ranges = _checked_ranges(ranges[: 2 * len(SHAPE_COLUMNS)], SHAPE_COLUMNS)
     color_ranges = _checked_ranges(ranges[2 * len(SHAPE_COLUMNS):], COLOR_COLUMNS)
     flags = fields.pop("flags")
+    background = tuple(data[HEADER_BYTES: HEADER_BYTES + background_bytes]) if background_bytes else None
     return Header(blend_mode=BLEND_MODES[flags & 1], rows_sorted=bool(flags & 2), shape_per_gaussian=bool(flags & 4),
-                  color_per_gaussian=bool(flags & 8), parametric_models=bool(flags & 16),
+                  color_per_gaussian=bool(flags & 8), parametric_models=bool(flags & 16), background=background,
                   shape_ranges=shape_ranges, color_ranges=color_ranges, **fields)
 
 
@@ -213,7 +232,7 @@ def read_bitstream(data: bytes, header: Header | None = None) -> QuantizedGaussi
     if header is None:
         header = parse_header(data)
     n = header.n_gaussians
-    side = BitReader(data[HEADER_BYTES: HEADER_BYTES + header.side_length], "side_info")
+    side = BitReader(data[header.side_start: header.side_start + header.side_length], "side_info")
     # The payload's streams in order: (field, model, the histogram it was built from or None, the fewest
     # bits its N symbols can take).
     parametric = header.parametric_models
@@ -232,7 +251,7 @@ def read_bitstream(data: bytes, header: Header | None = None) -> QuantizedGaussi
                  for group in groups if not group.per_gaussian}
     if side.remaining_bits() >= 8:
         raise BitstreamError("side_length", f"{side.remaining_bits()} bits left over after the codebooks")
-    payload = data[HEADER_BYTES + header.side_length: len(data) - CRC_BYTES]
+    payload = data[header.side_start + header.side_length: len(data) - CRC_BYTES]
     decoded = _read_payload(payload, streams, n)
     rows, x, rest = decoded[0], decoded[1], decoded[2:]
     values = {}

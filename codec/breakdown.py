@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from codec.bitstream import CRC_BYTES, HEADER_BYTES, read_bitstream
+from codec.bitstream import CRC_BYTES, read_bitstream
 from codec.entropy import symbol_bits
 
 
@@ -30,4 +30,4 @@ def stream_breakdown(data: bytes) -> dict[str, int]:
     total = sum(estimate.values())
     parts = {name: round(payload_bits * bits / total) if total else 0 for name, bits in estimate.items()}
     parts["colors"] = payload_bits - parts["positions"] - parts["shapes"]  # the rounding lands here
-    return {"header": 8 * (HEADER_BYTES + CRC_BYTES), "side_information": 8 * header.side_length, **parts}
+    return {"header": 8 * (header.side_start + CRC_BYTES), "side_information": 8 * header.side_length, **parts}

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from codec.bitstream import MAX_PIXELS, parse_header, read_bitstream
 from codec.errors import DecodeLimitError
-from codec.quantized import to_render_inputs
+from codec.quantized import background_color, to_render_inputs
 from codec.view import plan_view
 from kernels import render
 from kernels.reference import pixel_boxes
@@ -51,6 +51,8 @@ def decode_array(data: bytes, device: str | None = None, *, width: int | None = 
     with torch.no_grad():
         image = render(means, scales, rotations, colors, opacities, view.height, view.width, layout.blend_mode)
         # In place: no second float image on the decode path.
+        if layout.background is not None:
+            image.add_(torch.as_tensor(background_color(layout.background), device=image.device))
         return image.clamp_(0, 1).mul_(255).round_().to(torch.uint8).cpu().numpy()
 
 

@@ -35,7 +35,7 @@ from codec.losses import training_loss
 from codec.options import EncodeOptions
 from codec.presets import Method
 from codec.quantize import Codebook, QuantisedModel
-from codec.quantized import Layout
+from codec.quantized import Layout, background_color
 from codec.rate_model import bits_per_pixel, weight_at
 from codec.rate import BUDGET_FIT_ROUNDS, MIN_GAUSSIANS, RateControl, RatePlan, measure
 from kernels import PairBound, keep_freed_memory, render
@@ -73,7 +73,8 @@ def encode_array(
     target = torch.tensor(pixels, dtype=torch.float32, device=device) / 255
     rate = RateControl.for_image(options.target_bpp, height, width, config)
     training = _Training(target, rate.plan, config, options.total_iterations, options.seed, progress,
-                         weight_at(config.rate_weight, options.target_bpp))
+                         weight_at(config.rate_weight, options.target_bpp),
+                         _mean_color(pixels) if config.background else None)
     fit_steps = max(1, int(config.fit_share * training.total))
     with _phase("fit"):
         _fit(training, rate, fit_steps)
@@ -194,6 +195,12 @@ def _importance(training: "_Training", model: QuantisedModel, keep: int) -> Tens
                             training.config.blend_mode, keep)
 
 
+def _mean_color(pixels: np.ndarray) -> tuple[int, int, int]:  # pixels [H, W, 3] uint8
+    """The image's mean colour, rounded to bytes in integers: the same on every device."""
+    sums, count = pixels.reshape(-1, 3).sum(axis=0, dtype=np.int64), pixels.shape[0] * pixels.shape[1]
+    return tuple(int(v) for v in (2 * sums + count) // (2 * count))
+
+
 def _mse(image: Tensor, target: Tensor) -> Tensor:  # [] of the displayable (clamped) render, on the device
     return (image.clamp(0, 1) - target).square().mean()
 
@@ -203,14 +210,18 @@ class _Training:
     """Adam on the Gaussians (and, once quantised, on the codebooks), the schedules and the progress."""
 
     def __init__(self, target: Tensor, plan: RatePlan, config: Method, total: int, seed: int,
-                 progress: ProgressCallback | None, rate_weight: float = 0.0):  # rate_weight: at this target
+                 progress: ProgressCallback | None, rate_weight: float = 0.0,  # rate_weight: at this target
+                 background: tuple[int, int, int] | None = None):  # the file's background bytes, if any
         self.target, self.config, self.total, self.progress = target, config, total, progress
-        self._rate_weight = rate_weight
+        self._rate_weight, self.background = rate_weight, background
+        # Every render is drawn over the background (black: none), as the decoder draws it.
+        self._background = (torch.as_tensor(background_color(background), device=target.device)
+                            if background is not None else None)
         self.height, self.width = target.shape[:2]
         self.generator = torch.Generator().manual_seed(seed)
         # Initial points are distinct pixels, so a tiny image starts with at most one Gaussian per pixel.
         n_initial = min(max(MIN_GAUSSIANS, round(config.initial_share * plan.n_gaussians)), self.height * self.width)
-        self.gaussians = initialise(target, n_initial, self.generator, config.detail_share)
+        self.gaussians = initialise(target, n_initial, self.generator, config.detail_share, self._background)
         half = ((self.height + 1) // 2, (self.width + 1) // 2)
         self._half_target = F.interpolate(target.permute(2, 0, 1)[None], size=half, mode="area")[0].permute(1, 2, 0)
         self._half_factor = torch.tensor([half[1] / self.width, half[0] / self.height], device=target.device)
@@ -248,8 +259,8 @@ class _Training:
 
     def _layout(self, plan: RatePlan) -> Layout:  # the ranges are the trained values', taken at the write
         return Layout(self.width, self.height, self.config.blend_mode, plan.rows_sorted, plan.k_shape == 0,
-                      plan.k_color == 0, self.config.parametric_models, plan.position_bits, plan.shape_bits,
-                      plan.color_bits, shape_ranges=(), color_ranges=())
+                      plan.k_color == 0, self.config.parametric_models, self.background, plan.position_bits,
+                      plan.shape_bits, plan.color_bits, shape_ranges=(), color_ranges=())
 
     def fitted_inputs(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:  # nothing quantised yet
         g = self.gaussians
@@ -268,6 +279,8 @@ class _Training:
         bound = self._pair_bounds.setdefault((height, width), PairBound())
         image = render(means, scales, rotations, colors, opacities, height, width, self.config.blend_mode,
                        pair_bound=bound)
+        if self._background is not None:
+            image = image + self._background
         loss = training_loss(image, target, self.config.distortion, self.config.ssim_weight)
         if self._rate_model is not None:  # D + lambda R, R in bits per pixel of the image
             loss = loss + self._rate_weight * bits_per_pixel(self._rate_model.coded_columns(self.gaussians),

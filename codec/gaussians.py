@@ -35,11 +35,13 @@ def initialise(
     n: int,
     generator: torch.Generator,
     detail_share: float,  # of the sampling density that follows image detail; the rest is uniform
+    background: Tensor | None = None,  # [3] the colour the render starts from, if not black
 ) -> Gaussians:
     """Sample n points, denser where the image has detail; size each by its local point spacing.
 
     The sampling density mixes a detail term (local gradient magnitude, blurred) with a uniform floor, so
-    flat areas still get a few broad Gaussians; colours are taken from the pixels under the points.
+    flat areas still get a few broad Gaussians; colours are taken from the pixels under the points, less
+    the background they are drawn over.
     """
     height, width, _ = image.shape
     density = _detail_density(image, detail_share)  # [H, W], sums to 1
@@ -55,7 +57,7 @@ def initialise(
         xy=xy.to(device),
         log_scale=sigma.log()[:, None].repeat(1, 2).to(device),
         rotation=torch.zeros(n, device=device),
-        color=image.reshape(-1, 3)[flat.to(device)].clone(),
+        color=image.reshape(-1, 3)[flat.to(device)] - (0 if background is None else background),
         opacity_logit=torch.full((n,), 1.0, device=device),
     )
 

@@ -27,6 +27,11 @@ RANGE_BOUNDS = {"log_cov_xx": (-16.0, 20.0), "log_cov_xy": (-18.0, 18.0), "log_c
 Ranges = tuple[tuple[float, float], ...]  # per column: (min, max), float16-representable
 
 
+def background_color(background: tuple[int, int, int] | None) -> np.ndarray:  # [3] float32
+    """What every pixel of the accumulated sum starts from: the background's bytes / 255, or black."""
+    return np.array(background or (0, 0, 0), dtype=np.float32) / 255
+
+
 def format_bounds(columns: tuple[str, ...]) -> np.ndarray:  # [D, 2] (low, high) the format accepts per column
     return np.array([RANGE_BOUNDS[c] for c in columns], dtype=np.float32)
 
@@ -42,6 +47,9 @@ class Layout:
     shape_per_gaussian: bool  # shape symbols coded per Gaussian (scalar quantisation), not via a codebook
     color_per_gaussian: bool  # colour symbols likewise (format version 2)
     parametric_models: bool  # each histogram may be a two-sided geometric instead (format version 3)
+    # (r, g, b) bytes: a colour of byte / 255 under the accumulated sum, on every pixel (format version 4);
+    # None: black, as in versions 1 to 3
+    background: tuple[int, int, int] | None
     position_bits: int
     shape_bits: int
     color_bits: int

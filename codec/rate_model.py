@@ -23,6 +23,9 @@ from torch import Tensor
 # slope of distortion against rate falls as the rate grows (about D / R), so a weight fixed in bits per
 # pixel would weigh the rate ever more heavily at higher targets (on a 96 x 64 crop at 1 bpp it cost 1.9 dB).
 REFERENCE_BPP = 0.125
+# The narrowest column range the count resolves (colour: 2.5 levels of 8 bits; shape: a 1% scale): a column
+# narrower than this costs the picture nothing worth counting, on a grid as fine as its own.
+MIN_SPAN = 0.01
 
 
 def weight_at(rate_weight: float, target_bpp: float) -> float:
@@ -40,7 +43,10 @@ def column_bits(
     levels = 2**bits - 1
     low_edge = ranges[:, 0].to(values.dtype)
     span = (ranges[:, 1] - ranges[:, 0]).to(values.dtype)
-    step = torch.where(span > 0, span, torch.ones_like(span)) / levels  # as quantized.grid_steps
+    # As quantized.grid_steps, but never finer than MIN_SPAN / levels: the soft count's gradient grows as
+    # 1 / step, and on a nearly constant column (a flat image's colours over its background) it flung the
+    # values apart faster than the distortion could hold them (a flat crop: 23.6 dB instead of lossless).
+    step = torch.where(span > 0, span.clamp(min=MIN_SPAN), torch.ones_like(span)) / levels
     position = ((values - low_edge) / step).clamp(0, levels)  # [N, D] in symbols
     lower = position.detach().floor().clamp(max=max(levels - 1, 0))
     upper_share = position - lower  # [N, D]: its gradient is what moves values between symbols

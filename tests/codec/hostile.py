@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from codec.decoder import GAUSSIAN_COST
-from codec.bitstream import HEADER_BYTES, HEADER_FIELDS, MAGIC, write_bitstream
+from codec.bitstream import HEADER_FIELDS, MAGIC, parse_header, write_bitstream
 from codec.quantized import Layout, QuantizedGaussians
 from service.settings import Settings
 
@@ -32,7 +32,7 @@ def gaussians(width: int, height: int, n: int, sigma: float, *, position_bits: i
     rng = np.random.default_rng(seed)
     log_var = float(np.float16(2 * math.log(sigma)))
     layout = Layout(width=width, height=height, blend_mode="sum" if rows_sorted else "alpha", rows_sorted=rows_sorted,
-                    shape_per_gaussian=per_gaussian, color_per_gaussian=color_per_gaussian, parametric_models=False, position_bits=position_bits,
+                    shape_per_gaussian=per_gaussian, color_per_gaussian=color_per_gaussian, parametric_models=False, background=None, position_bits=position_bits,
                     shape_bits=shape_bits, color_bits=color_bits, shape_ranges=((log_var, log_var), (0.0, 0.0), (log_var, log_var)),
                     color_ranges=COLOR_RANGES)
     levels = 1 << position_bits
@@ -56,8 +56,8 @@ def gaussians(width: int, height: int, n: int, sigma: float, *, position_bits: i
 def with_payload(data: bytes, payload: bytes) -> bytes:
     """The file with its payload replaced (length field and CRC refreshed): what the header claims stays."""
     offset = len(MAGIC) + sum(struct.calcsize("<" + f.fmt) for f in HEADER_FIELDS[:-1])
-    side_length = struct.unpack_from("<I", data, offset - 4)[0]
-    body = bytearray(data[:HEADER_BYTES + side_length] + payload)
+    header = parse_header(data)
+    body = bytearray(data[:header.side_start + header.side_length] + payload)
     struct.pack_into("<I", body, offset, len(payload))
     return bytes(body) + struct.pack("<I", zlib.crc32(bytes(body)))
 
@@ -99,9 +99,9 @@ def files() -> dict[str, bytes]:
 
 def payload_of(data: bytes) -> bytes:
     """The payload section of a file."""
-    offset = len(MAGIC) + sum(struct.calcsize("<" + f.fmt) for f in HEADER_FIELDS[:-2])
-    side_length, payload_length = struct.unpack_from("<II", data, offset)
-    return data[HEADER_BYTES + side_length: HEADER_BYTES + side_length + payload_length]
+    header = parse_header(data)
+    start = header.side_start + header.side_length
+    return data[start: start + header.payload_length]
 
 
 def main() -> None:

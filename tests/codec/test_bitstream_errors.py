@@ -6,9 +6,12 @@ import zlib
 
 import numpy as np
 import pytest
+import torch
 
 import codec
-from codec.bitstream import HEADER_BYTES, HEADER_FIELDS, MAGIC, read_bitstream, write_bitstream
+from codec.bitstream import BACKGROUND_BYTES, HEADER_BYTES, HEADER_FIELDS, MAGIC, read_bitstream, write_bitstream
+from codec.quantized import to_render_inputs
+from kernels import render
 from tests.codec.hostile import gaussians, payload_of, with_payload
 
 
@@ -66,8 +69,8 @@ def test_bit_flips_with_valid_checksum_never_crash(encoded):
 
 
 @pytest.mark.parametrize("name, value, field", [
-    ("version", 4, "version"),
-    ("flags", 32, "flags"),
+    ("version", 5, "version"),
+    ("flags", 64, "flags"),
     ("flags", 3, "k_shape"),  # says codebook shapes, but k_shape is 0
     ("k_shape", 5, "k_shape"),  # per-Gaussian shapes carry no codebook
     ("width", 0, "width"),
@@ -152,7 +155,54 @@ def test_version_3_fields_are_checked(version_3, name, value, field):
     assert info.value.field in (field, "length")
 
 
-@pytest.mark.parametrize("version", ["version_2", "version_3"])
+BACKGROUND = (12, 200, 255)
+
+
+@pytest.fixture(scope="module")
+def version_4() -> bytes:
+    """The version 3 file drawn over a background colour."""
+    q = read_bitstream(_peaked_version_3(parametric=True))
+    return write_bitstream(dataclasses.replace(q, layout=dataclasses.replace(q.layout, background=BACKGROUND)))
+
+
+def test_version_4_is_its_version_3_twin_over_the_background(version_4):
+    twin = _peaked_version_3(parametric=True)
+    header = codec.inspect(version_4)
+    assert (header.version, header.background, codec.inspect(twin).background) == (4, BACKGROUND, None)
+    assert len(version_4) == len(twin) + BACKGROUND_BYTES
+    q = read_bitstream(twin)
+    with torch.no_grad():  # the twin's own render, the background added before the clamp and the rounding
+        image = render(*to_render_inputs(q), 48, 64, "sum") + torch.tensor(BACKGROUND) / 255
+    expected = image.clamp(0, 1).mul(255).round().to(torch.uint8).numpy()
+    assert np.array_equal(codec.decode(version_4), expected)
+    assert not np.array_equal(expected, codec.decode(twin))
+
+
+def test_black_background_decodes_like_none(version_4):
+    q = read_bitstream(version_4)
+    black = write_bitstream(dataclasses.replace(q, layout=dataclasses.replace(q.layout, background=(0, 0, 0))))
+    assert np.array_equal(codec.decode(black), codec.decode(_peaked_version_3(parametric=True)))
+
+
+@pytest.mark.parametrize("name, value, field", [
+    ("version", 3, "flags"),  # a background is a version 4 feature
+    ("flags", 0b111110, "flags"),  # ... and needs accumulated blending (bit 0)
+    ("side_length", 0, "side_length"),
+])
+def test_version_4_fields_are_checked(version_4, name, value, field):
+    with pytest.raises(codec.BitstreamError) as info:
+        codec.decode(_patched(version_4, name, value))
+    assert info.value.field in (field, "length")
+
+
+def test_a_background_under_alpha_blending_is_not_written(version_4):
+    q = read_bitstream(version_4)
+    with pytest.raises(ValueError, match="background"):
+        write_bitstream(dataclasses.replace(q, layout=dataclasses.replace(q.layout, blend_mode="alpha",
+                                                                          rows_sorted=False)))
+
+
+@pytest.mark.parametrize("version", ["version_2", "version_3", "version_4"])
 def test_later_versions_truncations_and_flips_are_typed_errors(version, request):
     data = request.getfixturevalue(version)
     for length in range(len(data)):

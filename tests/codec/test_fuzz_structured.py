@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import codec
-from codec.bitstream import HEADER_BYTES, HEADER_FIELDS, MAGIC, MAX_SIDE, write_bitstream
+from codec.bitstream import BACKGROUND_BYTES, HEADER_BYTES, HEADER_FIELDS, MAGIC, MAX_SIDE, write_bitstream
 from codec.quantized import COLOR_COLUMNS, RANGE_BOUNDS, SHAPE_COLUMNS, Layout, QuantizedGaussians
 from service.settings import Settings
 from tests.codec.test_hostile_files import MAX_CPU_SECONDS
@@ -39,10 +39,15 @@ def _range(column: str) -> st.SearchStrategy[tuple[float, float]]:
 def valid_files(draw) -> bytes:
     """A well-formed file whose layout sits at the format's extremes (few Gaussians, so it is quick)."""
     n = draw(st.sampled_from([0, 1, 2, 3, 17, 64]))
-    # bit 3 (colours per Gaussian) makes a version 2 file, bit 4 (parametric models) a version 3 one
-    flags = draw(st.integers(0, 31))
+    # bit 3 (colours per Gaussian) makes a version 2 file, bit 4 (parametric models) a version 3 one, bit 5
+    # (a background, accumulated blending only) a version 4 one
+    flags = draw(st.integers(0, 63))
+    if flags & 32:
+        flags |= 1
     rows_sorted, per_gaussian, color_per_gaussian = bool(flags & 2), bool(flags & 4), bool(flags & 8)
     parametric = bool(flags & 16)
+    background = tuple(draw(st.lists(st.sampled_from([0, 1, 128, 254, 255]), min_size=3, max_size=3))) \
+        if flags & 32 else None
     bits = draw(st.sampled_from([4, 5, 13, 14]))
     shape_bits = draw(st.sampled_from([1, 2, 9, 10] if per_gaussian else [1, 2, 15, 16]))
     color_bits = draw(st.sampled_from([1, 2, 9, 10] if color_per_gaussian else [1, 2, 15, 16]))
@@ -64,7 +69,7 @@ def valid_files(draw) -> bytes:
         order = np.lexsort((x, y))
         x, y = x[order], y[order]
     layout = Layout(width=width, height=height, blend_mode=("alpha", "sum")[flags & 1], rows_sorted=rows_sorted,
-                    shape_per_gaussian=per_gaussian, color_per_gaussian=color_per_gaussian, parametric_models=parametric, position_bits=bits,
+                    shape_per_gaussian=per_gaussian, color_per_gaussian=color_per_gaussian, parametric_models=parametric, background=background, position_bits=bits,
                     shape_bits=shape_bits,
                     color_bits=color_bits, shape_ranges=tuple(draw(_range(c)) for c in SHAPE_COLUMNS),
                     color_ranges=tuple(draw(_range(c)) for c in COLOR_COLUMNS))
@@ -80,6 +85,11 @@ def _offset(name: str) -> int:
     return len(MAGIC) + sum(struct.calcsize("<" + f.fmt) for f in HEADER_FIELDS[:[f.name for f in HEADER_FIELDS].index(name)])
 
 
+def _side_start(body: bytes) -> int:  # the fixed header, then the background's bytes when flag bit 5 is set
+    (flags,) = struct.unpack_from("<B", body, _offset("flags"))
+    return HEADER_BYTES + (BACKGROUND_BYTES if flags & 32 else 0)
+
+
 def _sealed(body: bytes) -> bytes:
     return body + struct.pack("<I", zlib.crc32(body))
 
@@ -91,6 +101,7 @@ def hostile_files(draw) -> bytes:
     padded or replaced."""
     body = bytearray(draw(valid_files())[:-4])
     side_length, payload_length = struct.unpack_from("<II", body, _offset("side_length"))
+    side_start = _side_start(body)  # before any change: the flags may be the field changed
     kind = draw(st.sampled_from(["field", "field", "side", "payload"]))
     if kind == "field":
         field = FIELD[draw(st.sampled_from([f.name for f in HEADER_FIELDS]))]
@@ -99,10 +110,10 @@ def hostile_files(draw) -> bytes:
                                st.sampled_from([0, max(field.low - 1, 0), min(field.high + 1, limit), limit])))
         struct.pack_into("<" + field.fmt, body, _offset(field.name), value)
     elif kind == "side" and side_length:
-        position = HEADER_BYTES + draw(st.integers(0, side_length - 1))
+        position = side_start + draw(st.integers(0, side_length - 1))
         body[position] = draw(st.sampled_from([0x00, 0xFF, 0x80, 0x01, body[position] ^ 0xFF]))
     else:
-        payload = bytes(body[HEADER_BYTES + side_length:])
+        payload = bytes(body[side_start + side_length:])
         words = draw(st.sampled_from(["cut", "pad", "random"]))
         if words == "cut":
             payload = payload[: draw(st.integers(0, len(payload) // 4)) * 4]
@@ -112,7 +123,7 @@ def hostile_files(draw) -> bytes:
         else:
             payload = draw(st.binary(min_size=len(payload), max_size=len(payload) + 64))
             payload = payload[: len(payload) // 4 * 4]
-        body = body[: HEADER_BYTES + side_length] + bytearray(payload)
+        body = body[: side_start + side_length] + bytearray(payload)
         struct.pack_into("<I", body, _offset("payload_length"), len(payload))
     return _sealed(bytes(body))
 

@@ -89,7 +89,7 @@ def test_position_grid_snap_index_and_pixels_agree():
 def _random_form(rows_sorted: bool, per_gaussian: bool, n: int = 64) -> QuantizedGaussians:
     rng = np.random.default_rng(3)
     layout = Layout(width=80, height=60, blend_mode="sum" if rows_sorted else "alpha", rows_sorted=rows_sorted,
-                    shape_per_gaussian=per_gaussian, color_per_gaussian=False, parametric_models=False, position_bits=10, shape_bits=5 if per_gaussian else 8,
+                    shape_per_gaussian=per_gaussian, color_per_gaussian=False, parametric_models=False, background=None, position_bits=10, shape_bits=5 if per_gaussian else 8,
                     color_bits=8, shape_ranges=((-1.0, 3.0), (-0.5, 0.5), (-1.0, 3.0)),
                     color_ranges=((0.0, 1.0), (-0.25, 1.0), (0.0, 1.5), (0.0, 1.0)))
     xy = torch.tensor(rng.random((n, 2)) * [80, 60], dtype=torch.float32)

@@ -41,7 +41,9 @@ def test_paper_method_roundtrip(crop):
 def test_inspect_reports_the_header(crop, encoded):
     header = codec.inspect(encoded.data)
     assert header.blend_mode == "sum" and header.rows_sorted and header.shape_per_gaussian and header.k_shape == 0
-    assert header.version == 3 and header.parametric_models and header.color_per_gaussian and header.k_color == 0
+    assert header.version == 4 and header.parametric_models and header.color_per_gaussian and header.k_color == 0
+    mean = crop.reshape(-1, 3).mean(axis=0)  # the background is the image's mean colour, rounded to bytes
+    assert header.background == tuple(int(v) for v in np.floor(mean + 0.5))
     assert (header.width, header.height) == (crop.shape[1], crop.shape[0])
     assert header.n_gaussians == encoded.n_gaussians
     assert header.total_bytes == len(encoded.data)

@@ -81,7 +81,8 @@ def test_the_pixel_limit_applies_to_the_asked_size(encoded):
 
 
 def test_the_evaluation_limit_applies_to_the_asked_size(encoded):
-    limit = encoded.n_gaussians * GAUSSIAN_COST + 3 * 96 * 64 * 4  # room for the 1x render, not for 8x
+    # Room for the 1x render (about 12 Gaussian-pixel pairs per pixel), not for 8x (64 times the pixels).
+    limit = encoded.n_gaussians * GAUSSIAN_COST + 3 * 96 * 64 * 8
     codec.decode(encoded.data, max_evaluations=limit)
     with pytest.raises(codec.DecodeLimitError, match="Gaussian-pixel evaluations") as info:
         codec.decode(encoded.data, scale=8, max_evaluations=limit)
