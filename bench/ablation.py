@@ -37,6 +37,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "default, shapes through a K-means codebook": ("default", {"shape_per_gaussian": False, "rate_weight": 0.0}),
     "default, L1 distortion (before RMSE)": ("default", {"distortion": "l1"}),
     "default, histograms only (format v2, before geometric models)": ("default", {"parametric_models": False}),
+    "default, no background (format v3, before the background)": ("default", {"background": False}),
     "default, L1 + 0.2 SSIM loss": ("default", {"distortion": "l1", "ssim_weight": 0.2}),
     "default, ordered alpha blending (positions unsorted)": ("default", {"blend_mode": "alpha"}),
     "paper configuration": ("paper", {}),

@@ -16,6 +16,7 @@ from torch import Tensor
 from codec.gaussians import Gaussians
 from codec.quantized import COLOR_COLUMNS, SHAPE_COLUMNS, Layout, QuantizedGaussians, format_bounds, from_trained
 from codec.quantized import half_range, log_covariance, scales_and_rotation
+from codec.rate_model import COLOR_MIN_SPAN
 
 LLOYD_ITERATIONS = 10
 
@@ -150,16 +151,17 @@ class QuantisedModel:
         vectors = self._color_vectors(gaussians)
         return fake_quantize(vectors, _ranges(vectors, self._color_bounds), self.layout.color_bits)
 
-    def coded_columns(self, gaussians: Gaussians) -> list[tuple[Tensor, Tensor, int]]:
-        """(values [N, D], ranges [D, 2], bits) of each group coded per Gaussian: what the rate term counts
+    def coded_columns(self, gaussians: Gaussians) -> list[tuple[Tensor, Tensor, int, float]]:
+        """(values [N, D], ranges [D, 2], bits, min_span) of each group coded per Gaussian: what the rate term counts
         (``codec.rate_model``). The values are the unquantised ones, so the count moves smoothly with them."""
         columns = []
         if self.shape_vq is None:
             vectors = _shape_vectors(gaussians)
-            columns.append((vectors, _ranges(vectors, self._shape_bounds), self.layout.shape_bits))
+            columns.append((vectors, _ranges(vectors, self._shape_bounds), self.layout.shape_bits, 0.0))
         if self.color_vq is None:
             vectors = self._color_vectors(gaussians)
-            columns.append((vectors, _ranges(vectors, self._color_bounds), self.layout.color_bits))
+            columns.append((vectors, _ranges(vectors, self._color_bounds), self.layout.color_bits,
+                            COLOR_MIN_SPAN))
         return columns
 
     def render_inputs(self, gaussians: Gaussians) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
