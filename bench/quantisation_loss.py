@@ -20,7 +20,6 @@ from bench.rd.cli import DEFAULT_DATA
 from codec import encoder
 from codec.image_io import load_image
 from codec.options import EncodeOptions
-from codec.quantized import background_color
 from codec.rate import RateControl
 from codec.rate_model import weight_at
 from kernels import render
@@ -28,9 +27,7 @@ from kernels import render
 
 def _psnr(inputs, training) -> float:
     with torch.no_grad():
-        image = render(*inputs, training.height, training.width, training.config.blend_mode)
-        if training.background is not None:  # drawn over it, as every training render is
-            image = image + torch.as_tensor(background_color(training.background))
+        image = training.over_background(render(*inputs, training.height, training.width, training.config.blend_mode))
     return 10 * math.log10(1 / float((image.clamp(0, 1) - training.target).square().mean()))
 
 

@@ -129,6 +129,9 @@ def _layout_groups(layout: Layout, k_shape: int, k_color: int) -> tuple[_Group, 
 
 def write_bitstream(q: QuantizedGaussians) -> bytes:
     layout, n = q.layout, len(q)
+    if layout.background is not None and (layout.blend_mode != "sum"
+                                          or not all(0 <= v <= 255 for v in layout.background)):
+        raise ValueError(f"a background must be three bytes under accumulated blending, not {layout.background!r}")
     rows = np.diff(q.y, prepend=0) if layout.rows_sorted else q.y
     if (rows < 0).any():
         raise ValueError("rows_sorted is set but the Gaussians are not sorted by row")
@@ -162,9 +165,6 @@ def write_bitstream(q: QuantizedGaussians) -> bytes:
               layout.shape_bits, layout.color_bits, len(side_bytes), len(payload)]
     for field, value in zip(HEADER_FIELDS, values):
         _check(field, value)
-    if layout.background is not None and (layout.blend_mode != "sum"
-                                          or not all(0 <= v <= 255 for v in layout.background)):
-        raise ValueError(f"a background must be three bytes under accumulated blending, not {layout.background!r}")
     ranges = np.concatenate([np.ravel(r) for r in layout.range_arrays()]).astype(np.float16)
     background = bytes(layout.background) if layout.background is not None else b""
     body = _FIXED.pack(MAGIC, *values, *ranges.tolist()) + background + side_bytes + payload

@@ -277,10 +277,8 @@ class _Training:
             means = means * self._half_factor
             scales = scales * self._half_factor.mean()
         bound = self._pair_bounds.setdefault((height, width), PairBound())
-        image = render(means, scales, rotations, colors, opacities, height, width, self.config.blend_mode,
-                       pair_bound=bound)
-        if self._background is not None:
-            image = image + self._background
+        image = self.over_background(render(means, scales, rotations, colors, opacities, height, width,
+                                            self.config.blend_mode, pair_bound=bound))
         loss = training_loss(image, target, self.config.distortion, self.config.ssim_weight)
         if self._rate_model is not None:  # D + lambda R, R in bits per pixel of the image
             loss = loss + self._rate_weight * bits_per_pixel(self._rate_model.coded_columns(self.gaussians),
@@ -295,6 +293,9 @@ class _Training:
             vq.clamp_to_bounds()
         self._clamp_positions()
         return image.detach(), target
+
+    def over_background(self, image: Tensor) -> Tensor:  # [H, W, 3] a render, drawn over the file's background
+        return image if self._background is None else image + self._background
 
     def check_pair_bounds(self) -> None:
         """Only where the host waits anyway (density rounds, measured prunes, the end): re-size the GPU
