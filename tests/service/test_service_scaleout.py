@@ -164,9 +164,10 @@ def test_progress_and_cancel_reach_across_api_processes(shared):
 
 
 def test_sigkilled_worker_job_runs_again_once_and_death_shows(shared):
-    # The victim must still be mid-encode when the test looks: 300 steps of a 16x16 image can finish between
-    # two polls on a fast CPU, 3,000 take about a second there and stay well inside the timeouts on a slow one.
-    ids = submit_all(shared, 8, "kill", iterations=lambda i: "3000" if i == 0 else "30")
+    # The victim must still be mid-encode when the test looks: 300 steps of a 16x16 image (about 0.5 s on a fast
+    # 2-core CPU) were once over before the first poll saw them run; 3,000 take about 5 s there.
+    victim_iterations = "3000"
+    ids = submit_all(shared, 8, "kill", iterations=lambda i: victim_iterations if i == 0 else "30")
     with shared.http(0) as first, shared.http(1) as second:
         victim = wait_running_on_a_worker(first, ids[0])  # the long job, mid-encode
         shared.worker(victim).kill()
@@ -191,7 +192,7 @@ def test_sigkilled_worker_job_runs_again_once_and_death_shows(shared):
     assert [j["attempts"] for j in jobs[1:]] == [1] * 7
     assert {j["result"]["device"] for j in jobs} == {jobs[0]["result"]["device"]}
     with shared.http(1) as second:  # Idempotency-Keys hold across the replicas
-        replay = submit(second, image_bytes(16, 16), headers={"Idempotency-Key": "kill-0"}, iterations="3000",
+        replay = submit(second, image_bytes(16, 16), headers={"Idempotency-Key": "kill-0"}, iterations=victim_iterations,
                         seed="0")
         assert replay.status_code == 202 and replay.json()["id"] == ids[0]
 
