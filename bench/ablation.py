@@ -3,7 +3,7 @@
     python -m bench.ablation --images kodim05,kodim20 --bpp 0.125 --crop 384x256
 
 Rows are the method as shipped and variants of it (``VARIANTS``: a base method plus field overrides of
-``codec.presets.Method``), each reported as average PSNR, real bpp and median encode seconds over the
+``codec.train.method.Method``), each reported as average PSNR, real bpp and median encode seconds over the
 images, written to the "ablation" section of BENCHMARKS.md.
 """
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from codec.bitstream import read_bitstream
-from codec.entropy import symbol_bits
+from codec.format.bitstream import read_bitstream
+from codec.format.entropy import symbol_bits
 
 NEIGHBOURS = 4
 BLOCK = 1024  # rows of the distance matrix at a time

@@ -17,11 +17,11 @@ from pathlib import Path
 import torch
 
 from bench.rd.cli import DEFAULT_DATA
-from codec import encoder
+from codec.train import encoder
 from codec.image_io import load_image
 from codec.options import EncodeOptions
-from codec.rate import RateControl
-from codec.rate_model import weight_at
+from codec.train.rate import RateControl
+from codec.train.rate_model import weight_at
 from kernels import render
 
 

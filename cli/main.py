@@ -15,8 +15,8 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import codec  # noqa: E402
-from codec.breakdown import stream_breakdown  # noqa: E402
-from codec.view import parse_box  # noqa: E402
+from codec.format.breakdown import stream_breakdown  # noqa: E402
+from codec.decode.view import parse_box  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,15 +6,18 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from codec.bitstream import MAX_PIXELS, Header, parse_header
-from codec.decoder import MAX_EVALUATIONS, decode_array
-from codec.encoder import ProgressCallback, encode_array
+from codec.decode.decoder import MAX_EVALUATIONS, decode_array
+from codec.decode.view import plan_view
+from codec.format.bitstream import MAX_PIXELS, Header, parse_header
 from codec.image_io import DEFAULT_MAX_PIXELS, load_image
-from codec.options import EncodeOptions
-from codec.view import plan_view
+
+if TYPE_CHECKING:
+    from codec.options import EncodeOptions
+    from codec.train.encoder import ProgressCallback
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,9 @@ def encode_with_report(
     """Encode and report what was achieved. Options come as one ``EncodeOptions`` or as its fields
     (``bpp``, ``preset``, ``method``, ``iterations``, ``seed``, ``device``); neither bpp nor preset: the
     "medium" preset. ``progress(p)`` returning False cancels (EncodeCancelled)."""
+    from codec.options import EncodeOptions  # the trainer loads on the first encode, never for a decode
+    from codec.train.encoder import encode_array
+
     started = time.perf_counter()
     if options is None:
         options = EncodeOptions(bpp=bpp, **fields)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from codec.bitstream import MAX_SIDE
+from codec.format.bitstream import MAX_SIDE
 from codec.errors import ImageError
 
 DEFAULT_MAX_PIXELS = 40_000_000

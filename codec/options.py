@@ -9,10 +9,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-import torch
+from codec.train.method import METHODS, Method
 
-from codec.presets import MAX_BPP, METHODS, MIN_BPP, RATE_PRESETS, Method
-
+# The paper's four Kodak rate points (Table 1 averages), by name.
+RATE_PRESETS = {"lowest": 0.042, "low": 0.066, "medium": 0.125, "high": 0.183}
+MIN_BPP, MAX_BPP = 0.02, 2.0
 DEFAULT_PRESET = "medium"
 
 
@@ -43,6 +44,8 @@ class EncodeOptions:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             raise ValueError(f"seed must be a whole number >= 0, got {self.seed!r}")
         if self.device is not None:
+            import torch  # only an encode asking for a device pays for torch here
+
             try:
                 device = torch.device(self.device)
             except (RuntimeError, TypeError) as exc:
@@ -71,7 +74,9 @@ class EncodeOptions:
         return max(self.iterations or self.config.iterations, 2)
 
     @property
-    def torch_device(self) -> torch.device:
+    def torch_device(self) -> "torch.device":
+        import torch
+
         return torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
     def replace(self, **changes) -> "EncodeOptions":

@@ -15,7 +15,7 @@ import math
 from PIL import Image, ImageFile
 
 from codec.api import decode, encode, inspect
-from codec.bitstream import MAGIC
+from codec.format.bitstream import MAGIC
 
 FORMAT = "GSI"
 EXTENSION = ".gsi"

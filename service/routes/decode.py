@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
 import codec
-from codec.view import parse_box
+from codec.decode.view import parse_box
 from service.deps import CpuSlotsDep, MetricsDep, SettingsDep
 from service.errors import Problem, problems
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from bench.context_entropy import earlier_neighbours, estimate
-from codec.bitstream import write_bitstream
+from codec.format.bitstream import write_bitstream
 from tests.codec.hostile import gaussians
 
 

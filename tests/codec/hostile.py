@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from codec.decoder import GAUSSIAN_COST
-from codec.bitstream import HEADER_FIELDS, MAGIC, parse_header, write_bitstream
-from codec.quantized import Layout, QuantizedGaussians
+from codec.decode.decoder import GAUSSIAN_COST
+from codec.format.bitstream import HEADER_FIELDS, MAGIC, parse_header, write_bitstream
+from codec.format.values import Layout, QuantizedGaussians
 from service.settings import Settings
 
 DIR = Path(__file__).resolve().parents[1] / "fixtures" / "hostile"

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import codec
-from codec.bitstream import BACKGROUND_BYTES, HEADER_BYTES, HEADER_FIELDS, MAGIC, read_bitstream, write_bitstream
-from codec.quantized import to_render_inputs
+from codec.format.bitstream import BACKGROUND_BYTES, HEADER_BYTES, HEADER_FIELDS, MAGIC, read_bitstream, write_bitstream
+from codec.decode.dequantise import to_render_inputs
 from kernels import render
 from tests.codec.hostile import gaussians, payload_of, with_payload
 

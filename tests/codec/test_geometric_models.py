@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from codec.entropy import RATE_BITS, BitReader, BitWriter, Geometric, SymbolDecoder, SymbolEncoder
-from codec.entropy import histogram_side_bits, information_bits, read_model, write_model
+from codec.format.entropy import RATE_BITS, BitReader, BitWriter, Geometric, SymbolDecoder, SymbolEncoder
+from codec.format.entropy import histogram_side_bits, information_bits, read_model, write_model
 from codec.errors import BitstreamError
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import codec
-from codec.bitstream import read_bitstream
+from codec.format.bitstream import read_bitstream
 from service.settings import Settings
 from tests.codec.hostile import DIR
 

@@ -6,8 +6,9 @@ import pytest
 import torch
 from pytorch_msssim import ssim as reference_ssim
 
-from codec.losses import DISTORTIONS, ssim, training_loss
-from codec.presets import METHODS
+from codec.train.losses import ssim, training_loss
+from codec.train.method import DISTORTIONS
+from codec.train.method import METHODS
 
 
 def _pair(seed=0, size=(24, 20)):

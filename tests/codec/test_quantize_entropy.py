@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from codec.entropy import BitReader, BitWriter, SymbolDecoder, SymbolEncoder, categorical, read_histogram
-from codec.entropy import uniform, write_histogram
+from codec.format.entropy import BitReader, BitWriter, SymbolDecoder, SymbolEncoder, categorical, read_histogram
+from codec.format.entropy import uniform, write_histogram
 from codec.errors import BitstreamError
-from codec.quantize import fake_quantize, kmeans
-from codec.quantized import dequantize_uniform, grid_steps, half_range, quantize_uniform
+from codec.train.quantise import fake_quantize, kmeans
+from codec.format.values import dequantize_uniform, grid_steps, quantize_uniform
+from codec.train.quantise import half_range
 
 
 def test_kmeans_finds_separated_clusters():

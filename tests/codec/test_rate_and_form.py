@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from codec.bitstream import read_bitstream, write_bitstream
-from codec.presets import METHODS
-from codec.quantized import Layout, PositionGrid, QuantizedGaussians, from_trained, log_covariance
-from codec.quantized import scales_and_rotation, to_render_inputs
-from codec.rate import BUDGET_FILL, MIN_GAUSSIANS, RateControl, estimate_bits, measure, plan_rate
+from codec.format.bitstream import read_bitstream, write_bitstream
+from codec.train.method import METHODS
+from codec.decode.dequantise import scales_and_rotation, to_render_inputs
+from codec.format.values import Layout, PositionGrid, QuantizedGaussians
+from codec.train.quantise import from_trained, grid_index, log_covariance, snap
+from codec.train.rate import BUDGET_FILL, MIN_GAUSSIANS, RateControl, estimate_bits, measure, plan_rate
 
 
 @pytest.mark.parametrize("method", ["default", "paper"])
@@ -79,9 +80,9 @@ def test_log_covariance_and_scales_and_rotation_are_inverse():
 def test_position_grid_snap_index_and_pixels_agree():
     grid = PositionGrid(width=97, height=53, bits=8)
     xy = torch.rand(500, 2, generator=torch.Generator().manual_seed(1)) * torch.tensor([97.0, 53.0])
-    cols, rows = grid.index(xy)
+    cols, rows = grid_index(grid, xy)
     pixels = grid.to_pixels(cols.long().numpy(), rows.long().numpy())
-    assert np.allclose(grid.snap(xy).detach().numpy(), pixels, atol=1e-4)
+    assert np.allclose(snap(grid, xy).detach().numpy(), pixels, atol=1e-4)
     assert (np.abs(pixels - xy.numpy()) <= np.array(grid.steps()) / 2 + 1e-5).all()
     assert cols.max() <= grid.levels and rows.min() >= 0
 

@@ -6,11 +6,11 @@ import numpy as np
 import torch
 
 import codec
-from codec.bitstream import read_bitstream, write_bitstream
-from codec.entropy import information_bits
-from codec.quantize import fake_quantize
-from codec.quantized import quantize_uniform
-from codec.rate_model import column_bits
+from codec.format.bitstream import read_bitstream, write_bitstream
+from codec.format.entropy import information_bits
+from codec.train.quantise import fake_quantize
+from codec.format.values import quantize_uniform
+from codec.train.rate_model import column_bits
 
 
 def test_on_the_grid_the_count_is_the_histograms_entropy():

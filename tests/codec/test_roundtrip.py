@@ -126,7 +126,7 @@ def test_flat_image_roundtrip():
     report = codec.encode_with_report(pixels, 0.5, iterations=200)
     # Lossless (measured): the background is the image's colour, and the Gaussians draw nothing over it.
     # Without a background 33.7 dB (overlapping sums ripple on flat areas); with one but a rate term that
-    # resolved the colours' near-zero range ever finer, 23.6 dB (codec.rate_model.MIN_SPAN).
+    # resolved the colours' near-zero range ever finer, 23.6 dB (codec.train.rate_model.MIN_SPAN).
     assert report.psnr > 45
     assert np.array_equal(codec.decode(report.data), codec.decode(report.data))
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import codec
-from codec.decoder import GAUSSIAN_COST
+from codec.decode.decoder import GAUSSIAN_COST
 
 
 def area_downsample(pixels: np.ndarray, factor: int) -> np.ndarray:

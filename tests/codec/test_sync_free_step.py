@@ -13,8 +13,8 @@ import torch
 import codec
 from host_sync import HostSyncRecorder
 
-LOOPS = {("codec/encoder.py", "_fit"), ("codec/encoder.py", "_train_quantised")}
-ROUNDS = {("codec/density.py", "densify"), ("codec/encoder.py", "_prune_to_fit")}
+LOOPS = {("codec/train/encoder.py", "_fit"), ("codec/train/encoder.py", "_train_quantised")}
+ROUNDS = {("codec/train/density.py", "densify"), ("codec/train/encoder.py", "_prune_to_fit")}
 ITERATIONS = 60  # 42 fitting steps with 5 density rounds (half of them coarse for "default"), 18 quantised
 
 
@@ -34,8 +34,8 @@ def test_no_step_of_either_phase_synchronises(crop, method):
     syncs = _encode(crop, method)
     assert [str(s) for s in syncs.events if _in_a_step(s)] == []
     # The recorder was live: density rounds and the measured prunes do read back, and are seen.
-    assert any(s.within("codec/density.py", "densify") for s in syncs.events)
-    assert any(s.within("codec/encoder.py", "_prune_to_fit") or s.within("codec/encoder.py", "_quantise")
+    assert any(s.within("codec/train/density.py", "densify") for s in syncs.events)
+    assert any(s.within("codec/train/encoder.py", "_prune_to_fit") or s.within("codec/train/encoder.py", "_quantise")
                for s in syncs.events)
 
 
@@ -43,7 +43,7 @@ def test_progress_reports_are_the_only_other_syncs(crop):
     reports = []
     syncs = _encode(crop, "default", progress=reports.append)
     in_steps = [s for s in syncs.events if _in_a_step(s)]
-    assert in_steps and all(s.within("codec/encoder.py", "end_step") for s in in_steps), [str(s) for s in in_steps]
+    assert in_steps and all(s.within("codec/train/encoder.py", "end_step") for s in in_steps), [str(s) for s in in_steps]
     assert len(reports) == sum(s.what == "Tensor.__float__" for s in in_steps)  # one read per report
 
 

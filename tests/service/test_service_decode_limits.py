@@ -5,8 +5,8 @@ import io
 import numpy as np
 from PIL import Image
 
-from codec.bitstream import write_bitstream
-from codec.decoder import GAUSSIAN_COST
+from codec.format.bitstream import write_bitstream
+from codec.decode.decoder import GAUSSIAN_COST
 from svc_helpers import assert_problem
 from tests.codec.hostile import DIR, gaussians
 

@@ -203,7 +203,7 @@ def test_malformed_multipart(idle_client):
 
 def _offset(name: str) -> int:
     """Byte offset of a fixed header field (see docs/bitstream.md)."""
-    from codec.bitstream import HEADER_FIELDS
+    from codec.format.bitstream import HEADER_FIELDS
 
     offset = 4  # magic
     for field in HEADER_FIELDS:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from codec.bitstream import CRC_BYTES, HEADER_BYTES, write_bitstream
-from codec.presets import Method
-from codec.quantized import COLOR_COLUMNS, SHAPE_COLUMNS, QuantizedGaussians
+from codec.format.bitstream import CRC_BYTES, HEADER_BYTES, write_bitstream
+from codec.train.method import Method
+from codec.format.values import COLOR_COLUMNS, SHAPE_COLUMNS, QuantizedGaussians
 
 MIN_GAUSSIANS = 16
 MIN_K, MAX_K = 8, 256

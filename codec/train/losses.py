@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from codec.train.method import DISTORTIONS, Distortion
+
 WINDOW = 11
 SIGMA = 1.5
 K1, K2 = 0.01, 0.03
@@ -44,13 +46,12 @@ _DISTORTION_TERMS = {  # name -> scalar of the error [H, W, 3]
     "l1": lambda error: error.abs().mean(),
     "rmse": lambda error: error.square().mean().clamp(min=MIN_MEAN_SQUARE).sqrt(),
 }
-DISTORTIONS = tuple(_DISTORTION_TERMS)
 
 
 def training_loss(
     rendered: Tensor,  # [H, W, 3]
     target: Tensor,  # [H, W, 3]
-    distortion: str,  # one of DISTORTIONS
+    distortion: Distortion,
     ssim_weight: float,
 ) -> Tensor:  # [] (1 - w) distortion + w (1 - SSIM)
     """RMSE ranks renders as PSNR does and moves each pixel in proportion to its error, where L1 pulls

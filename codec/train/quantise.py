@@ -1,7 +1,7 @@
 """Quantisation inside training: K-means codebooks whose entries are then trained, straight-through
 snapping to the format's uniform grids, and ``QuantisedModel``, the quantised phase's form of the Gaussians.
 
-The grids themselves (paper eq. 7-8) belong to the format: ``codec.quantized``.
+The grids themselves (paper eq. 7-8) belong to the format: ``codec.format.values``.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from codec.gaussians import Gaussians
-from codec.quantized import COLOR_COLUMNS, SHAPE_COLUMNS, Layout, QuantizedGaussians, format_bounds, from_trained
-from codec.quantized import half_range, log_covariance, scales_and_rotation
-from codec.rate_model import COLOR_MIN_SPAN
+from codec.train.gaussians import Gaussians
+from codec.decode.dequantise import scales_and_rotation
+from codec.format.values import COLOR_COLUMNS, SHAPE_COLUMNS, Layout, PositionGrid, QuantizedGaussians, format_bounds
+from codec.format.values import quantize_uniform
+from codec.train.rate_model import COLOR_MIN_SPAN
 
 LLOYD_ITERATIONS = 10
 
@@ -153,7 +154,7 @@ class QuantisedModel:
 
     def coded_columns(self, gaussians: Gaussians) -> list[tuple[Tensor, Tensor, int, float]]:
         """(values [N, D], ranges [D, 2], bits, min_span) of each group coded per Gaussian: what the rate term counts
-        (``codec.rate_model``). The values are the unquantised ones, so the count moves smoothly with them."""
+        (``codec.train.rate_model``). The values are the unquantised ones, so the count moves smoothly with them."""
         columns = []
         if self.shape_vq is None:
             vectors = _shape_vectors(gaussians)
@@ -167,7 +168,7 @@ class QuantisedModel:
     def render_inputs(self, gaussians: Gaussians) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         shape, color = self.shape_values(gaussians), self.color_values(gaussians)
         scales, rotation = scales_and_rotation(shape)
-        return self.layout.grid.snap(gaussians.xy), scales, rotation, color[:, :3], color[:, 3]
+        return snap(self.layout.grid, gaussians.xy), scales, rotation, color[:, :3], color[:, 3]
 
     def to_quantized(self, gaussians: Gaussians) -> QuantizedGaussians:
         shapes, shape_index, shape_ranges = _group_values(self.shape_vq, _shape_vectors(gaussians), self._shape_bounds)
@@ -207,3 +208,84 @@ def _color_vectors(gaussians: Gaussians) -> Tensor:  # [N, 4] colour and opacity
 
 def _as_ranges(ranges: Tensor) -> tuple[tuple[float, float], ...]:  # [D, 2] -> Layout's form (read back: the write)
     return tuple((float(low), float(high)) for low, high in ranges.cpu().numpy())
+
+
+# Trained tensors onto the format's grids (the grids themselves: codec.format.values).
+
+
+def grid_index(grid: PositionGrid, xy: Tensor) -> tuple[Tensor, Tensor]:  # [N, 2] pixels -> ([N], [N]) integral columns, rows
+    step_x, step_y = grid.steps()
+    cols = torch.round(xy[:, 0].clamp(0, grid.width) / step_x)
+    rows = torch.round(xy[:, 1].clamp(0, grid.height) / step_y)
+    return cols.clamp(0, grid.levels), rows.clamp(0, grid.levels)
+
+def snap(grid: PositionGrid, xy: Tensor) -> Tensor:  # [N, 2], forward on the grid, backward identity (straight-through)
+    """The positions the decoder will see, computed on the autograd path in the tensor's precision."""
+    cols, rows = grid_index(grid, xy)
+    step_x, step_y = grid.steps()  # Python floats, not a tensor: a host-to-device copy would wait for the GPU
+    snapped = torch.stack([cols * step_x, rows * step_y], 1)
+    return xy + (snapped - xy).detach()
+
+
+def half_range(values: Tensor) -> Tensor:  # [M, D] float32 -> [D, 2] float32 (min, max), float16-representable
+    """Per-column (min, max), widened to the nearest float16 values so the stored range still covers them.
+
+    Computed on the values' device, so the quantised training step never reads its codebook back. A
+    float32 value rounds to float16 once, to nearest even, exactly as numpy's direct float64 -> float16
+    rounding of the same value does; widening steps the float16 bits (``_next_half``), as nextafter does."""
+    values = values.detach()
+    lo, hi = values.amin(dim=0), values.amax(dim=0)
+    lo16, hi16 = lo.to(torch.float16), hi.to(torch.float16)
+    lo16 = torch.where(lo16.to(lo.dtype) > lo, _next_half(lo16, up=False), lo16)
+    hi16 = torch.where(hi16.to(hi.dtype) < hi, _next_half(hi16, up=True), hi16)
+    return torch.stack([lo16, hi16], dim=1).to(torch.float32)
+
+
+def _next_half(x: Tensor, up: bool) -> Tensor:  # float16 -> the next float16 toward +inf (up) or -inf
+    """nextafter on the bit pattern: torch.nextafter has no float16 kernel on every device. Sign and
+    magnitude: away from zero is magnitude + 1, toward it magnitude - 1; from either zero, the smallest
+    subnormal of the direction's sign (NaN and the infinities never need a step here)."""
+    bits = x.view(torch.int16).to(torch.int32) & 0xFFFF
+    negative, zero = bits >= 0x8000, (bits & 0x7FFF) == 0
+    away = negative != up  # stepping down from a negative, or up from a positive, grows the magnitude
+    stepped = torch.where(zero, 0x0001 if up else 0x8001, torch.where(away, bits + 1, bits - 1))
+    return torch.where(stepped >= 0x8000, stepped - 0x10000, stepped).to(torch.int16).view(torch.float16)
+
+
+def log_covariance(
+    log_scale: Tensor,  # [N, 2]
+    rotation: Tensor,  # [N]
+) -> Tensor:  # [N, 3] (xx, xy, yy) of log S = R diag(2 log s) R^T
+    cos, sin = torch.cos(rotation), torch.sin(rotation)
+    l1, l2 = 2 * log_scale[:, 0], 2 * log_scale[:, 1]
+    return torch.stack([cos * cos * l1 + sin * sin * l2, cos * sin * (l1 - l2), sin * sin * l1 + cos * cos * l2], 1)
+
+
+def from_trained(
+    layout: Layout,  # with the ranges of the values below
+    xy: Tensor,  # [N, 2] pixels, training order
+    shapes: np.ndarray,  # [k_shape, 3] float codebook; with layout.shape_per_gaussian: [N, 3], training order
+    shape_index: np.ndarray,  # [N] into shapes (ignored with shape_per_gaussian)
+    colors: np.ndarray,  # [k_color, 4] float codebook; with layout.color_per_gaussian: [N, 4], training order
+    color_index: np.ndarray,  # [N] into colors (ignored with color_per_gaussian)
+) -> QuantizedGaussians:
+    """Positions onto the grid and values onto their uniform grids, in file order: sorted by grid row,
+    then column, when rows are coded as gaps (about log2(N!) bits less in all); otherwise training order
+    (alpha blending depends on it)."""
+    cols, rows = grid_index(layout.grid, xy)
+    x, y = cols.long().cpu().numpy(), rows.long().cpu().numpy()
+    order = np.lexsort((x, y)) if layout.rows_sorted else np.arange(len(x))
+    if layout.shape_per_gaussian:
+        shapes, shape_index = shapes[order], np.arange(len(order))
+    else:
+        shape_index = shape_index[order]
+    if layout.color_per_gaussian:
+        colors, color_index = colors[order], np.arange(len(order))
+    else:
+        color_index = color_index[order]
+    shape_ranges, color_ranges = layout.range_arrays()
+    return QuantizedGaussians(
+        layout=layout, x=x[order], y=y[order],
+        shape_codebook=quantize_uniform(shapes, shape_ranges, layout.shape_bits), shape_index=shape_index,
+        color_codebook=quantize_uniform(colors, color_ranges, layout.color_bits), color_index=color_index,
+    )

@@ -14,8 +14,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from codec.gaussians import Gaussians
-from codec.presets import Method
+from codec.train.gaussians import Gaussians
+from codec.train.method import Method
 
 
 def select(

@@ -1,18 +1,18 @@
 """The training loop: image -> trained, quantised Gaussians -> .gsi bytes.
 
-Phases (shares of the iteration count are fields of ``codec.presets.Method``):
+Phases (shares of the iteration count are fields of ``codec.train.method.Method``):
 1. fit (``_fit``): content-aware initialisation, Adam on the method's loss (L1 or RMSE, plus SSIM for the paper's,
-   plus the rate term ``codec.rate_model`` where the method weights it),
+   plus the rate term ``codec.train.rate_model`` where the method weights it),
    the first steps optionally at half resolution, centres kept inside the image, and density control
-   (``codec.density``) growing toward the count whose real stream, measured at each round, fills the budget;
+   (``codec.train.density``) growing toward the count whose real stream, measured at each round, fills the budget;
 2. quantise (``_quantise``, then ``_train_quantised``): the count is pruned to the measured budget if it
    overshoots; K-means clusters the groups (colour and opacity; log-covariance shapes) that the method
-   does not code per Gaussian (``codec.quantize``); from then on codebook entries, per-Gaussian values and
+   does not code per Gaussian (``codec.train.quantise``); from then on codebook entries, per-Gaussian values and
    positions are trained, all snapped to their final grids in the forward pass (straight-through), the
    stream is measured once more while steps remain, and the best iterate is kept;
-3. write (``_write``): codebooks and positions quantised exactly as trained (``codec.quantized``), entropy
-   coded (``codec.bitstream``); pruned further only if the real file still exceeds the target.
-Rate control (``codec.rate``) owns the budget and every count derived from it.
+3. write (``_write``): codebooks and positions quantised exactly as trained (``codec.format.values``), entropy
+   coded (``codec.format.bitstream``); pruned further only if the real file still exceeds the target.
+Rate control (``codec.train.rate``) owns the budget and every count derived from it.
 """
 
 from __future__ import annotations
@@ -27,17 +27,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from codec.bitstream import write_bitstream
-from codec.density import DensityControl, importance_order, select
+from codec.format.bitstream import write_bitstream
+from codec.train.density import DensityControl, importance_order, select
 from codec.errors import EncodeCancelled
-from codec.gaussians import Gaussians, initialise
-from codec.losses import training_loss
+from codec.train.gaussians import Gaussians, initialise
+from codec.train.losses import training_loss
 from codec.options import EncodeOptions
-from codec.presets import Method
-from codec.quantize import Codebook, QuantisedModel
-from codec.quantized import Layout, background_color
-from codec.rate_model import bits_per_pixel, weight_at
-from codec.rate import BUDGET_FIT_ROUNDS, MIN_GAUSSIANS, RateControl, RatePlan, measure
+from codec.train.method import Method
+from codec.train.quantise import Codebook, QuantisedModel
+from codec.format.values import Layout, background_color
+from codec.train.rate_model import bits_per_pixel, weight_at
+from codec.train.rate import BUDGET_FIT_ROUNDS, MIN_GAUSSIANS, RateControl, RatePlan, measure
 from kernels import PairBound, keep_freed_memory, render
 
 PROGRESS_EVERY = 10

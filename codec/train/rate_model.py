@@ -1,11 +1,11 @@
 """The rate term of the loss: a differentiable count of the bits the per-Gaussian columns will cost.
 
-The coder codes each per-Gaussian column (shape and colour values, ``codec.bitstream``) under the
+The coder codes each per-Gaussian column (shape and colour values, ``codec.format.bitstream``) under the
 histogram of that column's own symbols, where a column costs N times the empirical entropy of its symbols,
 or (format version 3) under a two-sided geometric model where that costs less in all: a payload a few
 percent above the entropy for side information of ~30 bits instead of hundreds. The entropy is what is
 counted here either way; a rate term under the geometric models themselves gave no fewer bits and a worse
-picture (``codec.presets``).
+picture (``codec.train.method``).
 ``column_bits`` is that count with a soft histogram: each value spreads over its two nearest grid points
 in proportion to its distance (linear interpolation), so a value moving toward a crowded symbol lowers
 the bits smoothly. Values on the grid (the straight-through values of the quantised phase) land whole on

@@ -1,15 +1,14 @@
-"""Named rate points and encoder methods, as typed dataclasses."""
+"""Encoder methods, as typed dataclasses. Imports nothing heavy: options and the CLI read it without the trainer."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
-from codec.bitstream import MAX_SCALAR_BITS
-from codec.losses import DISTORTIONS
+from codec.format.bitstream import MAX_SCALAR_BITS
 
-# The paper's four Kodak rate points (Table 1 averages), by name.
-RATE_PRESETS = {"lowest": 0.042, "low": 0.066, "medium": 0.125, "high": 0.183}
-MIN_BPP, MAX_BPP = 0.02, 2.0
+Distortion = Literal["l1", "rmse"]  # the per-pixel error terms of codec.train.losses
+DISTORTIONS = get_args(Distortion)
 
 
 @dataclass(frozen=True)
@@ -26,9 +25,9 @@ class Method:
     densify_until: float = 0.5  # share of steps during which density control runs
     densify_rounds: int = 5  # evenly spaced over the densification window
     initial_share: float = 0.8  # Gaussians initialised, as a share of the planned count; densification adds the rest
-    # The per-pixel error term of the loss (codec.losses.DISTORTIONS): "l1", the paper's, or "rmse", the
+    # The per-pixel error term of the loss (codec.train.losses.DISTORTIONS): "l1", the paper's, or "rmse", the
     # square root of the mean squared error, whose gradient is MSE's (PSNR's own) at L1's scale.
-    distortion: str = "l1"
+    distortion: Distortion = "l1"
     ssim_weight: float = 0.2  # loss = (1 - w) distortion + w (1 - SSIM)
     position_bits: int = 10
     # Bits of each per-Gaussian column (the groups coded per Gaussian; a codebook's entries have 8). Shapes:
@@ -55,8 +54,8 @@ class Method:
     # Share of the quantised steps after which the stream is measured once more: the remaining steps heal
     # a prune there, which at the final write costs the image much more.
     remeasure_at: float = 0.75
-    # Weight of the rate term (codec.rate_model: bits per pixel of the per-Gaussian columns) in the loss, in
-    # units of the distortion term per bit per pixel at 0.125 bpp (codec.rate_model.weight_at scales it to the
+    # Weight of the rate term (codec.train.rate_model: bits per pixel of the per-Gaussian columns) in the loss, in
+    # units of the distortion term per bit per pixel at 0.125 bpp (codec.train.rate_model.weight_at scales it to the
     # target); 0: none. Needs shapes and colours both coded per Gaussian.
     rate_weight: float = 0.0
     # Gaussians per colour codebook entry (the codebook size is the power of two nearest N / this).

@@ -14,7 +14,7 @@ naming the field. Layout (little-endian):
     crc32    of everything before it
 
 Version 2 adds only flag bit 3 (colours per Gaussian, like shapes); version 3 only flag bit 4 (each
-stream's histogram may be a two-sided geometric model instead, ``codec.entropy.Geometric``); version 4
+stream's histogram may be a two-sided geometric model instead, ``codec.format.entropy.Geometric``); version 4
 only flag bit 5 (a background colour under the accumulated sum, three bytes after the ranges). A file is
 written in the lowest version that can express it, so older readers keep reading what they can.
 """
@@ -27,10 +27,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from codec.entropy import BitReader, BitWriter, SymbolDecoder, encode_symbols, gamma_bits, geometric_side_bits
-from codec.entropy import read_model, uniform, write_model
+from codec.format.entropy import BitReader, BitWriter, SymbolDecoder, encode_symbols, gamma_bits, geometric_side_bits
+from codec.format.entropy import read_model, uniform, write_model
 from codec.errors import BitstreamError
-from codec.quantized import BLEND_MODES, COLOR_COLUMNS, RANGE_BOUNDS, SHAPE_COLUMNS, Layout, QuantizedGaussians
+from codec.format.values import BLEND_MODES, COLOR_COLUMNS, RANGE_BOUNDS, SHAPE_COLUMNS, Layout, QuantizedGaussians
 
 MAGIC = b"GSIC"
 VERSION = 4  # the newest this reader knows; version 1 to 3 files still decode

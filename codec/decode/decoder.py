@@ -1,7 +1,7 @@
 """Bytes to pixels. Imports no optimiser and no trainable model: parsing, dequantising and one forward render.
 
 A decode's cost is bounded before anything image-sized is allocated: the bitstream's N by the payload it
-carries (codec/bitstream.py), the output by ``max_pixels`` and the work by ``max_evaluations``: the
+carries (codec/format/bitstream.py), the output by ``max_pixels`` and the work by ``max_evaluations``: the
 Gaussian-pixel pairs inside the Gaussians' 3-sigma boxes, plus ``GAUSSIAN_COST`` for each Gaussian's own
 setup (parsing, dequantising, binning), which dominates when many Gaussians cover few pixels. The service
 sets both limits.
@@ -13,10 +13,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from codec.bitstream import MAX_PIXELS, parse_header, read_bitstream
+from codec.format.bitstream import MAX_PIXELS, parse_header, read_bitstream
 from codec.errors import DecodeLimitError
-from codec.quantized import background_color, to_render_inputs
-from codec.view import plan_view
+from codec.decode.dequantise import to_render_inputs
+from codec.format.values import background_color
+from codec.decode.view import plan_view
 from kernels import render
 from kernels.reference import pixel_boxes
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from codec.bitstream import CRC_BYTES, read_bitstream
-from codec.entropy import symbol_bits
+from codec.format.bitstream import CRC_BYTES, read_bitstream
+from codec.format.entropy import symbol_bits
 
 
 def stream_breakdown(data: bytes) -> dict[str, int]:

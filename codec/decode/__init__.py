@@ -1,0 +1,1 @@
+"""Bytes to pixels: the decoder, what a decode renders (size, region) and the file's values as render inputs."""
