@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from bench import baselines
+from bench.paths import PAPER_TABLE
 from bench.rd import cli
 from bench.rd.analysis import analyse, parse_paper_time
 from bench.rd.plan import ImageInfo, row_key
@@ -16,7 +17,6 @@ from bench.rd.report import verdicts
 from bench.rd.store import append_rows, load_results
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-PAPER = Path(__file__).resolve().parents[3] / "shared" / "paper" / "table1.md"
 
 SMALL_TABLE = """# Table
 
@@ -40,9 +40,9 @@ def test_paper_table_parser_on_a_small_table(tmp_path):
 
 
 def test_paper_table_parser_on_the_paper():
-    if not PAPER.exists():
-        pytest.skip(f"no {PAPER}")
-    table = baselines.parse_paper_table(PAPER)
+    if not PAPER_TABLE.exists():
+        pytest.skip(f"no {PAPER_TABLE}")
+    table = baselines.parse_paper_table(PAPER_TABLE)
     assert len(table) == 25  # 24 images and the average
     assert table["kodim01"][0] == (0.042, 19.193)
     assert table["kodim05"] == [(0.040, 16.625), (0.067, 17.541), (0.120, 18.702), (0.174, 19.574)]
