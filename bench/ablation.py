@@ -15,8 +15,8 @@ import statistics
 import time
 from pathlib import Path
 
+from bench.paths import KODAK
 from bench.report import machine_line, write_section
-from bench.rd.cli import DEFAULT_DATA
 
 VARIANTS: dict[str, tuple[str, dict]] = {
     "default (as shipped)": ("default", {}),
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", default="kodim05,kodim20")
     parser.add_argument("--crop", default=None, help="encode centred WxH crops instead of whole images")
     parser.add_argument("--bpp", type=float, default=0.125)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--data", type=Path, default=KODAK)
     parser.add_argument("--variants", default=";".join(VARIANTS), help="semicolon-separated variant names")
     parser.add_argument("--section", default="ablation", help="BENCHMARKS.md section to write (default: %(default)s)")
     args = parser.parse_args(argv)

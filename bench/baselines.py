@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench.metrics import bpp, ms_ssim, psnr
+from bench.metrics import bpp, ms_ssim
+from codec import psnr
 
 Settings = Callable[[int, int | None], dict]  # (quality, threads) -> Image.save options
 

@@ -3,7 +3,7 @@
     python -m bench.cpu_kernels                      # 768x512, N = 500, 2k, 5k; both blend modes
     python -m bench.cpu_kernels --sizes 2000 --no-write
 
-The scenes are those of ``bench.kernels`` (sigma ~ sqrt(HW / N) / 2, log-normal spread, any rotation
+The scenes are those of ``bench.kernel_speed`` (sigma ~ sqrt(HW / N) / 2, log-normal spread, any rotation
 and aspect). For each N and blend mode: median wall time over ``--repeats`` runs, after a warm-up, of
 the numba forward and forward + backward (``kernels.cpu.render_cpu``, float32 in and out) and of
 ``render_reference`` (float32); then numba against the reference in float64 (image: max abs difference;
@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from bench.kernels import PARAM_NAMES, agreement, forward_backward_fn, forward_fn, make_scene
+from bench.kernel_speed import PARAM_NAMES, agreement, forward_backward_fn, forward_fn, make_scene
 from bench.report import machine_line, write_section
 
 SECTION = "cpu-kernels"
@@ -62,7 +62,7 @@ def markdown(rows: list[dict], height: int, width: int, repeats: int) -> str:
         "",
         f"Machine: {machine_line()}; torch threads {torch.get_num_threads()}.",
         "",
-        f"{width}x{height}, the random scenes of `bench.kernels`. Median ms over {repeats} runs after a warm-up. "
+        f"{width}x{height}, the random scenes of `bench.kernel_speed`. Median ms over {repeats} runs after a warm-up. "
         "numba: `kernels.cpu.render_cpu`; reference: `render_reference`; both float32 on the same cores. "
         "Agreement: numba against the reference in float64 (image: max abs difference; gradients: largest "
         f"relative L2 error of the {len(PARAM_NAMES)}).",

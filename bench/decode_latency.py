@@ -20,17 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_IMAGE = REPO.parent / "shared" / "data" / "kodak" / "kodim23.png"
-# Run as a script, sys.path[0] is bench/, whose modules (bench/kernels.py) would shadow the packages.
-if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+import httpx
 
-import httpx  # noqa: E402
+from bench.paths import KODAK, REPO
+from bench.report import machine_line, write_section
 
-from bench.report import machine_line, write_section  # noqa: E402
+DEFAULT_IMAGE = KODAK / "kodim23.png"
 
 
 def free_port() -> int:

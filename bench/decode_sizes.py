@@ -25,8 +25,9 @@ import numpy as np
 from PIL import Image
 
 import codec
+from bench.paths import KODAK
 
-DEFAULT_IMAGE = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak" / "kodim23.png"
+DEFAULT_IMAGE = KODAK / "kodim23.png"
 THUMB_WIDTH = 128
 
 

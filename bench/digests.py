@@ -8,14 +8,13 @@ Three Kodak crops (128 x 96) x two rates x both methods, 400 iterations, seed 3,
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 import codec
+from bench.paths import KODAK
 
-KODAK = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"
 CROPS = {"kodim05": (200, 150, 328, 246), "kodim15": (300, 100, 428, 196), "kodim23": (400, 200, 528, 296)}
 
 

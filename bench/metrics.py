@@ -1,7 +1,8 @@
-"""Metrics of the rate–distortion benchmark: PSNR, MS-SSIM, bpp, curve interpolation, Bjøntegaard deltas.
+"""Metrics of the rate–distortion benchmark: MS-SSIM, bpp, curve interpolation, Bjøntegaard deltas; PSNR is
+``codec.psnr``, the one the encoder reports.
 
-Everything here is plain numpy (MS-SSIM uses pytorch-msssim, imported lazily) and imports nothing from
-``codec``, so the numbers can be checked against hand-computed values.
+Everything here is plain numpy (MS-SSIM uses pytorch-msssim, imported lazily), so the numbers can be
+checked against hand-computed values.
 
 Conventions:
 * PSNR is RGB: one MSE over all pixels and all three channels of two 8-bit images, peak 255.
@@ -22,14 +23,6 @@ Curve = Sequence[tuple[float, float]]
 
 # MS-SSIM with the default 11-pixel window and 5 scales needs a smaller side above (11 - 1) * 2**4.
 MS_SSIM_MIN_SIDE = 161
-
-
-def psnr(reference: np.ndarray, test: np.ndarray) -> float:
-    """PSNR in dB over all pixels and channels of two 8-bit images (inf when they are equal)."""
-    if reference.shape != test.shape:
-        raise ValueError(f"shapes differ: {reference.shape} vs {test.shape}")
-    mse = np.mean((reference.astype(np.float64) - test.astype(np.float64)) ** 2)
-    return math.inf if mse == 0 else float(10.0 * np.log10(255.0**2 / mse))
 
 
 def bpp(n_bytes: int, width: int, height: int) -> float:

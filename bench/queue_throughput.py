@@ -27,17 +27,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-# Run as a script, sys.path[0] is bench/, whose modules (bench/kernels.py) would shadow the packages.
-if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+import httpx
 
-import httpx  # noqa: E402
-
-from bench.decode_latency import DEFAULT_IMAGE, free_port, percentile, start_server  # noqa: E402
-from bench.report import machine_line, write_section  # noqa: E402
+from bench.decode_latency import DEFAULT_IMAGE, free_port, percentile, start_server
+from bench.paths import REPO
+from bench.report import machine_line, write_section
 
 FINISHED = ("succeeded", "failed", "canceled")
 

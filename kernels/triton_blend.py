@@ -60,7 +60,7 @@ BLOCK_N = 128  # Gaussians per program in the per-Gaussian kernels
 
 # Gaussians per chunk and warps per tile program. On a GPU the [256, BLOCK_G] blocks must fit in
 # registers (the backward holds about twice as many as the forward); the interpreter runs fastest on
-# few, large blocks. bench/kernels.py --sweep times other choices.
+# few, large blocks. bench/kernel_speed.py --sweep times other choices.
 LAUNCH = {
     "gpu": {"forward": {"BLOCK_G": 32, "num_warps": 8}, "backward": {"BLOCK_G": 16, "num_warps": 8}},
     "interpreter": {"forward": {"BLOCK_G": 64, "num_warps": 4}, "backward": {"BLOCK_G": 64, "num_warps": 4}},

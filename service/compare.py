@@ -7,6 +7,7 @@ grows with quality); its PSNR is measured on the decoded file, like the codec's 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,25 +35,30 @@ def rivals_at_size(pixels: np.ndarray, max_bytes: int) -> list[Rival]:
     return [_best_fit(image, pixels, fmt, max_bytes) for fmt in QUALITY_RANGES]
 
 
+def largest_within(encode: Callable[[int], bytes], low: int, high: int, max_bytes: int) -> tuple[int, bytes, bool]:
+    """The highest quality in [low, high] whose file ``encode(quality)`` fits ``max_bytes``, by bisection (file
+    size grows with quality): (quality, file, True), or (low, its file, False) when even ``low`` is larger."""
+    best = low, encode(low)
+    if len(best[1]) > max_bytes:
+        return *best, False
+    while low < high:  # invariant: quality `low` fits
+        middle = (low + high + 1) // 2
+        trial = encode(middle)
+        if len(trial) <= max_bytes:
+            low, best = middle, (middle, trial)
+        else:
+            high = middle - 1
+    return *best, True
+
+
 def _best_fit(image: Image.Image, pixels: np.ndarray, fmt: str, max_bytes: int) -> Rival:
-    low, high = QUALITY_RANGES[fmt]
-    best = _encode(image, fmt, low)
-    fits = len(best[1]) <= max_bytes
-    if fits:
-        while low < high:  # invariant: quality `low` fits
-            middle = (low + high + 1) // 2
-            trial = _encode(image, fmt, middle)
-            if len(trial[1]) <= max_bytes:
-                low, best = middle, trial
-            else:
-                high = middle - 1
-    quality, data = best
+    quality, data, fits = largest_within(lambda q: _encode(image, fmt, q), *QUALITY_RANGES[fmt], max_bytes)
     decoded = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
     height, width = pixels.shape[:2]
     return Rival(fmt, quality, len(data), len(data) * 8 / (width * height), codec.psnr(pixels, decoded), fits)
 
 
-def _encode(image: Image.Image, fmt: str, quality: int) -> tuple[int, bytes]:
+def _encode(image: Image.Image, fmt: str, quality: int) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, fmt.upper(), quality=quality)
-    return quality, buffer.getvalue()
+    return buffer.getvalue()

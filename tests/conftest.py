@@ -13,12 +13,13 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-KODAK_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"
+from bench.paths import KODAK  # noqa: E402
+
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 @pytest.fixture(scope="session")
 def kodak_dir() -> Path:
-    if not KODAK_DIR.is_dir():
-        pytest.skip(f"Kodak images not found at {KODAK_DIR}")
-    return KODAK_DIR
+    if not KODAK.is_dir():
+        pytest.skip(f"Kodak images not found at {KODAK}")
+    return KODAK

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from bench.baselines import CODECS, CodecUnavailable, parse_paper_table
+from bench.paths import KODAK, PAPER_TABLE, REPO
 from bench.rd.analysis import Analysis, analyse, parse_paper_time
 from bench.rd.plan import ImageInfo, OursTask, find_images, plan_tasks, row_key
 from bench.rd.plot import write_plots
@@ -30,9 +31,7 @@ from bench.rd.run import execute, ours_setting
 from bench.rd.store import load_results
 from bench.report import machine_line, write_section
 
-REPO = Path(__file__).resolve().parents[2]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "kodak"
-DEFAULT_PAPER = REPO.parent / "shared" / "paper" / "table1.md"
+DEFAULT_DATA = KODAK  # bench.quantisation_loss imports it under this name
 RESULTS_DIR = REPO / "bench" / "results"
 BENCHMARKS = REPO / "BENCHMARKS.md"
 DEFAULT_RATES = (0.042, 0.066, 0.125, 0.183, 0.25, 0.5)  # the paper's four, then two higher
@@ -70,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1, help="parallel processes; each gets cores // jobs torch threads")
     p.add_argument("--codecs", type=_list, default=list(ALL_CODECS),
                    help=f"which of {', '.join(ALL_CODECS)} to run (default: all)")
-    p.add_argument("--paper", type=Path, default=DEFAULT_PAPER, help="the paper's Table 1 (markdown)")
+    p.add_argument("--paper", type=Path, default=PAPER_TABLE, help="the paper's Table 1 (markdown)")
     p.add_argument("--section", default=DEFAULT_SECTION, help="BENCHMARKS.md section (default: %(default)s)")
     p.add_argument("--results", type=Path, default=None,
                    help="JSON-lines results file (default: bench/results/<section>.jsonl)")

@@ -56,6 +56,49 @@ def verdicts(a: Analysis) -> list[str]:
     return lines
 
 
+def deltas(a: Analysis, series: str, rate: float) -> dict[str, tuple[float | None, int]]:
+    """Per baseline: ours (``series``) minus it in dB at ``rate``, averaged over the images where both reach the
+    rate, and how many images that is (a low-rate average over all images is n/a for most baselines)."""
+    out = {}
+    for o in _others(a):
+        diffs = [m - t for im in a.images
+                 if (m := a.at("psnr", series, im, rate)) is not None and (t := a.at("psnr", o, im, rate)) is not None]
+        out[o] = (float(np.mean(diffs)) if diffs else None, len(diffs))
+    return out
+
+
+def deltas_table(a: Analysis) -> list[str]:
+    """Ours per rate (PSNR, real bpp) and ``deltas`` against each baseline, as "Δ dB (images)"."""
+    rows = []
+    for s in _ours(a):
+        for rate in a.rates:
+            real = metrics.mean_or_none((g or {}).get("bpp") for g in a.ours_at(s, rate))
+            cells = [f"{_f(d, 2, True)} ({n})" for d, n in deltas(a, s, rate).values()]
+            rows.append([f"{rate:g}", _f(a.average("psnr", s, rate)), _f(real, 4)] + cells)
+    header = ["rate (bpp)", "ours dB", "ours real bpp"] + [f"vs {a.labels[o]}" for o in _others(a)]
+    return [_table(header, rows), ""]
+
+
+def standing(a: Analysis) -> list[str]:
+    """One line per baseline: the rates where ours is ahead of it and where behind, by the sign of ``deltas``."""
+    lines = []
+    for s in _ours(a):
+        per_rate = {rate: deltas(a, s, rate) for rate in a.rates}
+        for o in _others(a):
+            signs = {rate: d[o][0] > 0 for rate, d in per_rate.items() if d[o][0] is not None}
+            ahead = [f"{r:g}" for r, up in signs.items() if up]
+            behind = [f"{r:g}" for r, up in signs.items() if not up]
+            where = "every rate" + (" it reaches" if len(signs) < len(a.rates) else "")
+            if not signs:
+                text = f"{a.labels[o]} reaches none of these rates"
+            elif not ahead or not behind:
+                text = f"**{'ahead of' if ahead else 'behind'} {a.labels[o]}** at {where}"
+            else:
+                text = f"**ahead of {a.labels[o]}** at {', '.join(ahead)} bpp, **behind** at {', '.join(behind)} bpp"
+            lines.append(f"- {a.labels[s]}: {text}" if len(_ours(a)) > 1 else f"- {text}")
+    return lines
+
+
 def render_markdown(a: Analysis, *, title: str, command: str, machine: str, settings: list[str],
                     plots: dict[str, str]) -> str:
     ours = _ours(a)
@@ -67,7 +110,8 @@ def render_markdown(a: Analysis, *, title: str, command: str, machine: str, sett
     if ours and _others(a):
         out += _bd_table(a)
     if ours:
-        out += _time_table(a)
+        out += ["### Time and size per rate", "", TIME_NOTE + (f" The paper reports {a.paper_time_s:g} s per Kodak "
+                f"image on an RTX 3090 (Table 2)." if a.paper_time_s else ""), ""] + time_table(a)
     if plots:
         out += ["### Plots", ""] + [f"![{name}]({link})" for name, link in plots.items()] + [""]
     if ours and "paper" in a.series:
@@ -135,13 +179,13 @@ def _bd_table(a: Analysis) -> list[str]:
                           "BD-rate % (average curves)", "BD-PSNR dB (average curves)"], rows), ""]
 
 
-def _time_table(a: Analysis) -> list[str]:
-    out = ["### Time and size per rate", "",
-           "Encode seconds are the wall time of `codec.encode_with_report` (which includes its own check "
-           "decode); decode seconds are a second decode of the real bytes. Baselines: encode seconds "
-           "interpolated to the rate, median over images."
-           + (f" The paper reports {a.paper_time_s:g} s per Kodak image on an RTX 3090 (Table 2)."
-              if a.paper_time_s else ""), ""]
+TIME_NOTE = ("Encode seconds are the wall time of `codec.encode_with_report` (which includes its own check decode); "
+             "decode seconds are a second decode of the real bytes. Baselines: encode seconds interpolated to the "
+             "rate, median over images.")
+
+
+def time_table(a: Analysis) -> list[str]:
+    """Ours' encode and decode seconds and Gaussian count per rate, the baselines' encode seconds, the devices."""
     base = [o for o in _others(a) if o != "paper"]
     header = ["rate (bpp)"]
     for s in _ours(a):
@@ -160,7 +204,7 @@ def _time_table(a: Analysis) -> list[str]:
                   _f(metrics.median_or_none([g["n_gaussians"] for g in got]), 0)]
         r += [_f(metrics.median_or_none([a.at("encode_s", o, im, rate) for im in a.images]), 3) for o in base]
         rows.append(r)
-    return out + [_table(header, rows), "", _devices_line(a), ""]
+    return [_table(header, rows), "", _devices_line(a), ""]
 
 
 def _devices_line(a: Analysis) -> str:

@@ -99,7 +99,7 @@ def _run_ours(task: OursTask) -> dict:
     return {
         "codec": "ours", "image": task.image, "width": width, "height": height, "method": task.method,
         "iterations": task.iterations, "seed": task.seed, "target_bpp": task.rate, "bytes": len(data),
-        "bpp": metrics.bpp(len(data), width, height), "psnr": metrics.psnr(image, decoded),
+        "bpp": metrics.bpp(len(data), width, height), "psnr": codec.psnr(image, decoded),
         "ms_ssim": metrics.ms_ssim(image, decoded), "encode_s": encode_s, "decode_s": decode_s,
         "n_gaussians": report.n_gaussians, "device": report.device, "report_psnr": report.psnr,
         "deterministic": bool(np.array_equal(decoded, again)), "threads": _threads(), "time": _now(),

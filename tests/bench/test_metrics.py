@@ -6,27 +6,28 @@ import numpy as np
 import pytest
 
 from bench import metrics
+from codec import psnr
 
 ANCHOR = [(0.05, 20.0), (0.1, 23.5), (0.2, 26.0), (0.4, 28.0), (0.8, 29.5)]  # concave, as real RD curves are
 
 
-def test_psnr_of_a_known_error():
+def test_psnr_the_benchmark_uses_of_a_known_error():
     a = np.zeros((4, 5, 3), np.uint8)
     b = np.ones((4, 5, 3), np.uint8)  # MSE 1 -> 10 log10(255^2)
-    assert metrics.psnr(a, b) == pytest.approx(48.130803608679, abs=1e-9)
+    assert psnr(a, b) == pytest.approx(48.130803608679, abs=1e-9)
     c = a.copy()
     c[0, 0, 0] = 60  # one error of 60 among 60 values: MSE 60
-    assert metrics.psnr(a, c) == pytest.approx(10 * math.log10(255**2 / 60), abs=1e-12)
+    assert psnr(a, c) == pytest.approx(10 * math.log10(255**2 / 60), abs=1e-12)
 
 
 def test_psnr_uses_all_channels_and_handles_equal_and_mismatched_images():
     a = np.full((2, 2, 3), 100, np.uint8)
     b = a.copy()
     b[..., 2] = 110  # only blue differs by 10: MSE = 100 / 3
-    assert metrics.psnr(a, b) == pytest.approx(10 * math.log10(255**2 * 3 / 100))
-    assert metrics.psnr(a, a) == math.inf
+    assert psnr(a, b) == pytest.approx(10 * math.log10(255**2 * 3 / 100))
+    assert psnr(a, a) == math.inf
     with pytest.raises(ValueError):
-        metrics.psnr(a, np.zeros((2, 3, 3), np.uint8))
+        psnr(a, np.zeros((2, 3, 3), np.uint8))
 
 
 def test_bpp_is_file_bits_over_pixels():

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 from bench import baselines
+from bench.paths import PAPER_TABLE
 from bench.rd import cli
 from bench.rd.analysis import analyse, parse_paper_time
 from bench.rd.plan import ImageInfo, row_key
-from bench.rd.report import verdicts
+from bench.rd.report import deltas, deltas_table, standing, verdicts
 from bench.rd.store import append_rows, load_results
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-PAPER = Path(__file__).resolve().parents[3] / "shared" / "paper" / "table1.md"
 
 SMALL_TABLE = """# Table
 
@@ -40,9 +40,9 @@ def test_paper_table_parser_on_a_small_table(tmp_path):
 
 
 def test_paper_table_parser_on_the_paper():
-    if not PAPER.exists():
-        pytest.skip(f"no {PAPER}")
-    table = baselines.parse_paper_table(PAPER)
+    if not PAPER_TABLE.exists():
+        pytest.skip(f"no {PAPER_TABLE}")
+    table = baselines.parse_paper_table(PAPER_TABLE)
     assert len(table) == 25  # 24 images and the average
     assert table["kodim01"][0] == (0.042, 19.193)
     assert table["kodim05"] == [(0.040, 16.625), (0.067, 17.541), (0.120, 18.702), (0.174, 19.574)]
@@ -79,7 +79,8 @@ def _ours(image, target, bpp, psnr):
                 n_gaussians=100, device="cpu")
 
 
-def test_analysis_averages_interpolated_curves_and_says_na_when_one_image_falls_short():
+def _two_images(rates):
+    """JPEG sweeps over 0.1-0.3 bpp (image a) and 0.2-0.4 (b); ours at 0.25 and 0.5; the paper on a only."""
     images = [ImageInfo("a", Path("a.png"), 768, 512), ImageInfo("b", Path("b.png"), 768, 512)]
     rows = [_row("a", 0.1, 20.0, quality=1), _row("a", 0.3, 30.0, quality=2),
             _row("b", 0.2, 24.0, quality=1), _row("b", 0.4, 28.0, quality=2),
@@ -87,7 +88,11 @@ def test_analysis_averages_interpolated_curves_and_says_na_when_one_image_falls_
             _ours("b", 0.5, 0.49, 29.0)]
     rows = {row_key(r): r for r in rows}
     paper = {"a": [(0.1, 21.0), (0.2, 23.0)]}
-    a = analyse(rows, images, [0.15, 0.25, 0.5], ["default"], ["ours", "jpeg"], None, 0, paper)
+    return analyse(rows, images, rates, ["default"], ["ours", "jpeg"], None, 0, paper)
+
+
+def test_analysis_averages_interpolated_curves_and_says_na_when_one_image_falls_short():
+    a = _two_images([0.15, 0.25, 0.5])
     assert a.at("psnr", "jpeg", "a", 0.25) == pytest.approx(27.5)
     assert a.at("psnr", "jpeg", "b", 0.25) == pytest.approx(25.0)
     assert a.average("psnr", "jpeg", 0.25) == pytest.approx(26.25)
@@ -99,6 +104,20 @@ def test_analysis_averages_interpolated_curves_and_says_na_when_one_image_falls_
     lines = verdicts(a)
     assert lines[1].startswith("- **0.25 bpp**: ours ")
     assert "paper n/a" in lines[1] and "JPEG 26.25 (" in lines[1]
+
+
+def test_deltas_average_over_the_images_both_reach_and_standing_says_where_ours_is_behind():
+    a = _two_images([0.25, 0.38, 0.5])
+    ours_a, ours_b = 27.0 + 4.0 * 0.01 / 0.26, 25.0 - 4.0 * 0.01 / 0.23  # as in the test above
+    mean, n = deltas(a, "ours:default", 0.25)["jpeg"]
+    assert n == 2 and mean == pytest.approx(((ours_a - 27.5) + (ours_b - 25.0)) / 2)
+    mean, n = deltas(a, "ours:default", 0.38)["jpeg"]  # image a's sweep ends at 0.3
+    assert n == 1 and mean == pytest.approx((25.0 + 4.0 * 0.12 / 0.23) - (24.0 + 4.0 * 0.18 / 0.2))
+    assert deltas(a, "ours:default", 0.5)["jpeg"] == (None, 0)
+    assert standing(a) == ["- paper reaches none of these rates", "- **behind JPEG** at every rate it reaches"]
+    table = deltas_table(a)[0].splitlines()
+    assert table[0] == "| rate (bpp) | ours dB | ours real bpp | vs paper | vs JPEG |"
+    assert table[3] == "| 0.38 | 28.12 | n/a | n/a (0) | -0.51 (1) |"  # (29.154 + 27.087) / 2; no encode aimed there
 
 
 def test_results_loader_skips_a_torn_line_and_keeps_the_last_duplicate(tmp_path):

@@ -1,8 +1,8 @@
 """GPU benchmark of the Triton renderer against the PyTorch reference, on the same card.
 
-    python -m bench.kernels                          # 768x512, N = 1k, 5k, 20k, 100k, then one Kodak encode
-    python -m bench.kernels --out kernels.json       # also the raw numbers (and the markdown) as JSON
-    python -m bench.kernels --no-codec --sweep       # skip the codec; time other chunk / warp settings
+    python -m bench.kernel_speed                          # 768x512, N = 1k, 5k, 20k, 100k, then one Kodak encode
+    python -m bench.kernel_speed --out kernels.json       # also the raw numbers (and the markdown) as JSON
+    python -m bench.kernel_speed --no-codec --sweep       # skip the codec; time other chunk / warp settings
 
 Needs CUDA; installs nothing, reaches no network. For each N: a scene of Gaussians of realistic sizes
 (sigma ~ sqrt(HW / N) / 2 with a log-normal spread, any rotation and aspect), median times from
@@ -26,15 +26,13 @@ from pathlib import Path
 
 import torch
 
+from bench.paths import KODAK
 from bench.report import machine_line, write_section
 
-REPO = Path(__file__).resolve().parent.parent
 SECTION = "gpu-kernels"
 HEIGHT, WIDTH = 512, 768
 SIZES = (1_000, 5_000, 20_000, 100_000)
 GOAL_N = 20_000  # goals at this N: forward <= 0.5 ms, forward + backward <= 2 ms, >= 10x the reference
-KODAK_CANDIDATES = [REPO / "shared" / "data" / "kodak" / "kodim23.png",
-                    REPO.parent / "shared" / "data" / "kodak" / "kodim23.png"]
 # (BLOCK_G, num_warps) tried by --sweep, forward and backward separately.
 SWEEP_FORWARD = [(16, 4), (32, 4), (32, 8), (64, 8)]
 SWEEP_BACKWARD = [(16, 4), (16, 8), (32, 8), (32, 4)]
@@ -144,11 +142,10 @@ def sweep(height: int, width: int, n: int = GOAL_N) -> list[dict]:
     return rows
 
 
-def bench_codec(image_path: Path | None) -> dict:
+def bench_codec(image_path: Path) -> dict:
     """One encode at 0.125 bpp and one decode on the GPU; a dict with "skipped" when it cannot run."""
-    if image_path is None or not image_path.is_file():
-        return {"skipped": f"no Kodak image (looked for {image_path or ', '.join(map(str, KODAK_CANDIDATES))});"
-                           " pass --image"}
+    if not image_path.is_file():
+        return {"skipped": f"no Kodak image at {image_path}; pass --image"}
     try:
         import codec
     except Exception as exc:  # the codec is being written alongside: report, don't fail the kernel numbers
@@ -171,7 +168,7 @@ def bench_codec(image_path: Path | None) -> dict:
 
 def markdown(rows: list[dict], codec_row: dict | None, sweep_rows: list[dict], height: int, width: int) -> str:
     lines = [
-        "## GPU kernels (`python -m bench.kernels`)",
+        "## GPU kernels (`python -m bench.kernel_speed`)",
         "",
         f"Machine: {machine_line()}; triton {_triton_version()}.",
         "",
@@ -234,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true", help="do not rewrite BENCHMARKS.md")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
-        print("bench.kernels needs a CUDA GPU (the Triton interpreter is far too slow to time)", file=sys.stderr)
+        print("bench.kernel_speed needs a CUDA GPU (the Triton interpreter is far too slow to time)", file=sys.stderr)
         return 1
 
     rows, failures = [], []
@@ -259,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
     codec_row = None
     if args.codec:
-        image = args.image or next((p for p in KODAK_CANDIDATES if p.is_file()), None)
+        image = args.image or KODAK / "kodim23.png"
         codec_row = bench_codec(image)
         print(f"codec: {codec_row}", flush=True)
 
