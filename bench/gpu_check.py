@@ -9,7 +9,7 @@ Steps, each a subprocess with its own time limit so that one failure still bring
 2. ``triton-tests``: tests/kernels/test_triton.py natively (in the interpreter on a dry run, a subset);
 3. ``rd``: the six images at 0.125 and 0.5 bpp through ``bench.rd --device cuda``, beside the same images'
    CPU rows from ``bench/results`` (the same encoder: bench.digests ties the two);
-4. ``kernels``: the kernel benchmark (``bench.kernels``; CUDA only, skipped on a dry run);
+4. ``kernels``: the kernel benchmark (``bench.kernel_speed``; CUDA only, skipped on a dry run);
 5. ``profile``: ``bench.profile_encode``'s host/device split of one encode;
 6. ``decode-check``: a GPU-encoded file decoded twice on the CPU, bit-exact, and within 0.1 dB of the
    encoder's own PSNR report.
@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench.rd.cli import DEFAULT_DATA, RESULTS_DIR
+from bench.paths import KODAK
+from bench.rd.cli import RESULTS_DIR
 from bench.rd.store import load_results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,11 +69,11 @@ class Plan:
     @classmethod
     def make(cls, dry: bool, out: Path) -> "Plan":
         if not dry:
-            return cls(False, out, DEFAULT_DATA, IMAGES, RATES, "cuda", None)
+            return cls(False, out, KODAK, IMAGES, RATES, "cuda", None)
         crops = out / "dry-data"
         crops.mkdir(parents=True, exist_ok=True)
         for name in IMAGES[:1]:
-            Image.open(DEFAULT_DATA / f"{name}.png").convert("RGB").crop(DRY_CROP).save(crops / f"{name}.png")
+            Image.open(KODAK / f"{name}.png").convert("RGB").crop(DRY_CROP).save(crops / f"{name}.png")
         return cls(True, out, crops, IMAGES[:1], RATES[1:], "cpu", DRY_ITERATIONS)
 
 
@@ -152,7 +153,7 @@ def step_kernels(step: Step, plan: Plan) -> None:
         step.lines.append("needs CUDA (the interpreter is far too slow to time)")
         return
     out = plan.out / "kernels.json"
-    run_step(step, plan, [sys.executable, "-m", "bench.kernels", "--no-write", "--out", str(out)], 300)
+    run_step(step, plan, [sys.executable, "-m", "bench.kernel_speed", "--no-write", "--out", str(out)], 300)
     if out.exists():
         step.block.extend(json.loads(out.read_text())["markdown"].strip().splitlines())
 
