@@ -172,9 +172,9 @@ def _worker(args) -> int:
     import asyncio
     import logging
 
-    from service.queue.embedded import worker_devices
+    from service.queue.encoding import worker_devices
+    from service.queue.worker import run_workers, worker_name
     from service.settings import Settings
-    from service.worker import run_workers, worker_name
 
     settings = Settings()
     if not settings.queue_url:

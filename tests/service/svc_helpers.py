@@ -7,7 +7,6 @@ import io
 import os
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -19,6 +18,8 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
+
+from ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 FINISHED = ("succeeded", "failed", "canceled")
@@ -86,12 +87,6 @@ def metric(text: str, line_start: str) -> float:
     values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_start)]
     assert values, f"no metric {line_start!r}"
     return sum(values)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _env(**extra: str) -> dict[str, str]:

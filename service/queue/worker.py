@@ -29,7 +29,6 @@ import logging
 import os
 import signal
 import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -44,7 +43,7 @@ from arq.jobs import JobStatus as ArqJobStatus
 
 import codec
 from service.jobs import JobRecord, JobStatus
-from service.queue.encoding import EncodeFn, EncodeOutcome, progress_float, run_encode
+from service.queue.encoding import EncodeFn, EncodeOutcome, LiveProgress, run_encode
 from service.queue.redis_store import ClientBusy, RedisJobStore
 from service.settings import Settings
 
@@ -64,22 +63,6 @@ _WARM_UP_IMAGE = np.ascontiguousarray(np.stack(np.mgrid[0:8, 0:8].astype(np.uint
 
 async def connect(settings: Settings) -> ArqRedis:
     return await arq.create_pool(RedisSettings.from_dsn(settings.queue_url))
-
-
-class _Live:
-    """What the encode thread reported, and what it is told (cancel, shutdown, lost ownership)."""
-
-    def __init__(self) -> None:
-        self.iteration = 0
-        self.total: int | None = None
-        self.psnr: float | None = None
-        self.cancel = threading.Event()
-        self.stop = threading.Event()  # shutdown, or another attempt owns the job now
-        self.lost = False
-
-    def progress(self, p: codec.Progress) -> bool:
-        self.iteration, self.total, self.psnr = int(p.iteration), int(p.total), progress_float(p.psnr)
-        return not (self.cancel.is_set() or self.stop.is_set())
 
 
 class EncodeWorker:
@@ -171,16 +154,17 @@ class EncodeWorker:
             self.busy_with = None
 
     async def _encode_and_record(self, record: JobRecord, owner: str, image: bytes) -> None:
-        live = _Live()
+        live = LiveProgress()
         call = partial(run_encode, self._encode, image, record.params, device=self.device,
-                       max_pixels=self.settings.max_pixels, progress=live.progress, canceled=live.cancel.is_set,
+                       max_pixels=self.settings.max_pixels, progress=live.report, canceled=live.cancel.is_set,
                        job_id=record.id)
         encode = asyncio.get_running_loop().run_in_executor(self._executor, call)
+        lost = False
         try:
             while True:
                 done, _ = await asyncio.wait({encode}, timeout=self._lease / 4)
-                await self._sync(record.id, owner, live)
-                if done or live.lost:
+                lost = await self._sync(record.id, owner, live)
+                if done or lost:
                     break
         except asyncio.CancelledError:  # the worker is shutting down
             live.stop.set()
@@ -191,7 +175,7 @@ class EncodeWorker:
                 raise  # arq keeps the job in its queue
             await self._finish(record.id, outcome, owner, live)
             return
-        if live.lost:
+        if lost:
             live.stop.set()
             log.warning("job %s: another attempt owns it now; this one stops", record.id)
             await self._wait_for_new_owner(record.id)
@@ -213,26 +197,27 @@ class EncodeWorker:
                 raise arq.Retry()  # stays queued; the next start counts as an attempt, as a death should
             await asyncio.sleep(self._lease / 4)
 
-    async def _sync(self, job_id: str, owner: str, live: _Live) -> None:
+    async def _sync(self, job_id: str, owner: str, live: LiveProgress) -> bool:
+        """Store the progress, renew the lease, pass a cancel on; True when another attempt owns the job now."""
         try:
             state = await self._store.update_progress(job_id, owner, in_progress_key_prefix + job_id, self._lease,
                                                       live.iteration, live.total, live.psnr)
         except redis.exceptions.RedisError:
             log.exception("job %s: could not renew its lease", job_id)
-            return
+            return False
         if state == 0:
             live.cancel.set()
-        elif state < 0:
-            live.lost = True
+        return state < 0
 
-    async def _finish(self, job_id: str, outcome: EncodeOutcome, owner: str, live: _Live | None = None) -> None:
+    async def _finish(self, job_id: str, outcome: EncodeOutcome, owner: str,
+                      live: LiveProgress | None = None) -> None:
         if outcome.status is JobStatus.succeeded:
             report = outcome.report
             written = await self._store.finish(
                 job_id, JobStatus.succeeded, owner, result=report.data, result_bytes=len(report.data),
                 result_bpp=report.bpp, result_psnr=report.psnr, result_n_gaussians=report.n_gaussians,
                 result_seconds=report.seconds, result_device=str(report.device),
-                progress_iteration=live.total or live.iteration, progress_total=live.total)
+                progress_iteration=live.final_iteration, progress_total=live.total)
             if written:
                 await self._store.record_encode_seconds(outcome.seconds)
         else:
