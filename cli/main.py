@@ -188,8 +188,7 @@ def _worker(args) -> int:
         names = [args.name]
     else:
         names = [f"{args.name}-{i}" if args.name else worker_name(i) for i in range(len(devices))]
-    asyncio.run(run_workers(settings, devices, names))
-    return 0
+    return asyncio.run(run_workers(settings, devices, names))
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ _POLL_DELAY = 0.2
 _SWEEP_INTERVAL = 30.0
 _ORPHAN_AGE = 30.0
 _CLIENT_BUSY_DEFER = 1.0  # seconds before a job held back by its client's running limit is offered again
+_REPOLL_DELAYS = (0.5, 1.0, 2.0, 5.0)  # seconds before polling again after Redis failed it, then the last
 
 
 # A small gradient (the codec takes arrays as well as encoded files).
@@ -77,6 +78,7 @@ class EncodeWorker:
         self._store: RedisJobStore | None = None
         self._worker: arq.Worker | None = None
         self._tasks: list[asyncio.Task] = []
+        self._polling = False  # arq's polling loop runs: the worker takes jobs, so it may say it is alive
         self.busy_with: str | None = None
 
     async def start(self) -> None:
@@ -87,10 +89,37 @@ class EncodeWorker:
                                   job_timeout=None, keep_result=0, poll_delay=_POLL_DELAY, log_results=False)
         await self._warm_up()
         await self._beat()  # visible in /readyz once it can take a job at full speed
-        self._tasks = [asyncio.create_task(self._worker.async_run(), name=f"{self.name}-arq"),
-                       asyncio.create_task(self._every(self._lease / 4, self._beat), name=f"{self.name}-beat"),
+        self._polling = True
+        self._tasks = [asyncio.create_task(self._poll(), name=f"{self.name}-poll"),
+                       asyncio.create_task(self._every(self._lease / 4, self._beat_while_polling),
+                                           name=f"{self.name}-beat"),
                        asyncio.create_task(self._every(_SWEEP_INTERVAL, self._sweep), name=f"{self.name}-sweep")]
         log.info("worker %s started on %s", self.name, self.device)
+
+    @property
+    def polling(self) -> asyncio.Task:
+        """The task that polls for jobs; it ends only with an error Redis did not cause (or at stop)."""
+        return self._tasks[0]
+
+    async def _poll(self) -> None:
+        """arq's polling loop, started again whenever Redis fails it: arq's loop ends at the first connection
+        error, and a worker whose loop has ended takes no job again, whatever its heartbeat says."""
+        failures = 0
+        while True:
+            self._polling = True
+            try:
+                await self._worker.async_run()
+                raise RuntimeError("arq's polling loop returned")  # it only returns in burst mode
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+                self._polling = False
+                delay = _REPOLL_DELAYS[min(failures, len(_REPOLL_DELAYS) - 1)]
+                failures += 1
+                log.warning("worker %s: polling for jobs failed (%s: %s); polling again in %.1f s", self.name,
+                            type(exc).__name__, exc, delay)
+            except BaseException:
+                self._polling = False
+                raise
+            await asyncio.sleep(delay)
 
     async def _warm_up(self) -> None:
         """One tiny encode before the first job: kernels compile (or load from the cache) now, not while a job's
@@ -109,8 +138,8 @@ class EncodeWorker:
         if self._worker is not None:
             await self._worker.close()  # cancels the running job (see _job) and waits for it, closes the pool
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            task.cancel()  # the polling task, if it waits to poll again
+        await asyncio.gather(*self._tasks, return_exceptions=True)  # a failed polling task was reported already
         self._tasks.clear()
         self._executor.shutdown(wait=True)
         log.info("worker %s stopped", self.name)
@@ -235,6 +264,10 @@ class EncodeWorker:
             except redis.exceptions.RedisError:
                 log.exception("worker %s: %s failed", self.name, action.__name__)
 
+    async def _beat_while_polling(self) -> None:
+        if self._polling:
+            await self._beat()
+
     async def _beat(self) -> None:
         await self._store.heartbeat(self.name, {"device": self.device, "busy_with": self.busy_with,
                                                 "host": socket.gethostname(), "pid": os.getpid()})
@@ -260,8 +293,9 @@ def worker_name(index: int) -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{index}"
 
 
-async def run_workers(settings: Settings, devices: list[str], names: list[str]) -> None:
-    """``gsic worker``: run one EncodeWorker per device until SIGTERM or SIGINT."""
+async def run_workers(settings: Settings, devices: list[str], names: list[str]) -> int:
+    """``gsic worker``: run one EncodeWorker per device until SIGTERM or SIGINT (exit status 0), or until one
+    cannot poll for jobs any more (1: the service manager should start the process again)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -269,8 +303,15 @@ async def run_workers(settings: Settings, devices: list[str], names: list[str]) 
     workers = [EncodeWorker(settings, device, name) for device, name in zip(devices, names)]
     for worker in workers:
         await worker.start()
-    await stop.wait()
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait({stopped, *(worker.polling for worker in workers)}, return_when=asyncio.FIRST_COMPLETED)
+    failed = [worker for worker in workers if worker.polling.done()]
+    for worker in failed:
+        log.error("worker %s cannot poll for jobs: %r; exiting with status 1", worker.name,
+                  worker.polling.exception())
     log.info("shutting down: running encodes stop at their next progress report and go back in the queue")
+    stopped.cancel()
     for worker in workers:
         await worker.forget()
     await asyncio.gather(*(worker.stop() for worker in workers))
+    return 1 if failed else 0
