@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     queue_url: str | None = Field(None, pattern=r"^rediss?://", description="redis://host:port/db: keep "
                                   "jobs in Redis, encoded by `gsic worker` processes on any host; unset: "
                                   "the embedded SQLite queue under data_dir.")
+    redis_timeout: float = Field(5.0, gt=0, description="With queue_url: seconds one Redis call may take, "
+                                 "connecting included; past it the request answers 503 queue_unavailable (a "
+                                 "Redis that accepts connections but does not answer would otherwise hang it).")
     workers: int | None = Field(None, ge=0, description="Encode workers in this process; default one per "
                                 "GPU, or one on CPU (with queue_url: none). 0 accepts jobs without running them.")
     worker_lease_seconds: float = Field(10.0, ge=1, description="With queue_url: a job whose worker stopped "

@@ -36,7 +36,7 @@ from functools import partial
 import arq
 import numpy as np
 import redis.exceptions
-from arq.connections import ArqRedis, RedisSettings
+from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix, retry_key_prefix
 from arq.jobs import Job as ArqJob
 from arq.jobs import JobStatus as ArqJobStatus
@@ -55,6 +55,7 @@ _POLL_DELAY = 0.2
 _SWEEP_INTERVAL = 30.0
 _ORPHAN_AGE = 30.0
 _CLIENT_BUSY_DEFER = 1.0  # seconds before a job held back by its client's running limit is offered again
+_CONNECT_DELAYS = (1.0,) * 5  # seconds between the tries to reach Redis at start
 _REPOLL_DELAYS = (0.5, 1.0, 2.0, 5.0)  # seconds before polling again after Redis failed it, then the last
 
 
@@ -63,7 +64,19 @@ _WARM_UP_IMAGE = np.ascontiguousarray(np.stack(np.mgrid[0:8, 0:8].astype(np.uint
 
 
 async def connect(settings: Settings) -> ArqRedis:
-    return await arq.create_pool(RedisSettings.from_dsn(settings.queue_url))
+    """A client of GSIC_QUEUE_URL whose every call gives up after GSIC_REDIS_TIMEOUT seconds (TimeoutError),
+    tried a few times at start, for a Redis that starts alongside."""
+    pool = ArqRedis.from_url(settings.queue_url, socket_timeout=settings.redis_timeout,
+                             socket_connect_timeout=settings.redis_timeout)
+    for delay in _CONNECT_DELAYS:
+        try:
+            await pool.ping()
+            return pool
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            log.warning("Redis at %s does not answer (%s); trying again in %.0f s", settings.queue_url, exc, delay)
+            await asyncio.sleep(delay)
+    await pool.ping()  # the last try: its error is the caller's
+    return pool
 
 
 class EncodeWorker:

@@ -61,3 +61,29 @@ def test_gsic_worker_exits_non_zero_when_it_cannot_poll(redis_url, tmp_path, mon
     assert "broken cannot poll for jobs: RuntimeError('broken poll')" in caplog.text
     with redis.Redis.from_url(redis_url) as r:
         assert r.hgetall("gsic:workers") == {}
+
+
+def test_a_frozen_redis_is_a_503_within_the_timeout(make_client, small_png, tmp_path):
+    """A Redis that accepts connections but answers nothing (SIGSTOP) used to hang every request for good."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from svc_helpers import assert_problem
+
+    with redis_process(tmp_path) as server:
+        client = make_client(queue_url=server.url + "/0", redis_timeout=1)
+        job_id = submit(client, small_png).json()["id"]
+        calls = {"poll": lambda: client.get(f"/jobs/{job_id}"), "submit": lambda: submit(client, small_png),
+                 "readyz": lambda: client.get("/readyz"), "cancel": lambda: client.delete(f"/jobs/{job_id}")}
+        pool = ThreadPoolExecutor(max_workers=1)  # not a with block: a hung call must not hang the test too
+        server.freeze()
+        try:
+            for name, call in calls.items():
+                started = time.monotonic()
+                response = pool.submit(call).result(timeout=15)
+                assert time.monotonic() - started < 5, name  # readyz makes two calls of at most 1 s each
+                body = assert_problem(response, 503, "queue_unavailable")
+                assert "cannot be reached" in body["message"] and response.headers["Retry-After"] == "5"
+        finally:
+            server.thaw()
+            pool.shutdown()
+        assert client.get(f"/jobs/{job_id}").json()["status"] == "queued"  # thawed, it answers again
