@@ -172,9 +172,9 @@ def _worker(args) -> int:
     import asyncio
     import logging
 
-    from service.queue.embedded import worker_devices
+    from service.queue.encoding import worker_devices
+    from service.queue.worker import run_workers, worker_name
     from service.settings import Settings
-    from service.worker import run_workers, worker_name
 
     settings = Settings()
     if not settings.queue_url:
@@ -188,8 +188,7 @@ def _worker(args) -> int:
         names = [args.name]
     else:
         names = [f"{args.name}-{i}" if args.name else worker_name(i) for i in range(len(devices))]
-    asyncio.run(run_workers(settings, devices, names))
-    return 0
+    return asyncio.run(run_workers(settings, devices, names))
 
 
 if __name__ == "__main__":

@@ -7,16 +7,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.routing import Mount, Route
 
 from service.auth import ApiKeyMiddleware, key_digests, key_file_digests
 from service.browser_guard import HostCheckMiddleware, OriginCheckMiddleware, split_list
-from service.errors import install_error_handlers
+from service.errors import install_error_handlers, problem_response
 from service.limits import BodyLimitMiddleware, CpuSlots
 from service.metrics import Metrics, MetricsMiddleware
-from service.queue.base import JobQueue
+from service.queue.base import JobQueue, QueueUnavailable
 from service.routes import compare, decode, docs, encode, health, jobs, page
 from service.settings import Settings
 
@@ -39,6 +40,10 @@ def route_templates(app: FastAPI) -> list[str]:
     own = [f"{route.path}/{{path:path}}" if isinstance(route, Mount) else route.path
            for route in app.routes if isinstance(route, (Route, Mount))]
     return list(app.openapi()["paths"]) + own
+
+
+async def _queue_unavailable(_: Request, exc: QueueUnavailable) -> JSONResponse:
+    return problem_response(503, "queue_unavailable", str(exc), headers={"Retry-After": str(exc.retry_after)})
 
 
 def create_app(settings: Settings | None = None, *, queue: JobQueue | None = None) -> FastAPI:
@@ -78,6 +83,7 @@ def create_app(settings: Settings | None = None, *, queue: JobQueue | None = Non
     app.state.metrics = metrics
     app.state.queue = queue
     install_error_handlers(app)
+    app.add_exception_handler(QueueUnavailable, _queue_unavailable)
     for module in (encode, jobs, decode, compare, health, page, docs):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(packages=[("service", "static")]), name="static")

@@ -19,10 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
-
 from starlette.types import Send
-
-from service.queue.base import QueueUnavailable
 
 log = logging.getLogger("gsic.service")
 
@@ -121,10 +118,6 @@ def install_error_handlers(app: FastAPI) -> None:
         message = "; ".join(f"{'.'.join(e['loc'][1:]) or e['loc'][0] if e['loc'] else 'request'}: {e['msg']}"
                             for e in errors) or "invalid request"
         return problem_response(422, code, message, errors=errors)
-
-    @app.exception_handler(QueueUnavailable)
-    async def _unavailable(_: Request, exc: QueueUnavailable) -> JSONResponse:
-        return problem_response(503, "queue_unavailable", str(exc), headers={"Retry-After": str(exc.retry_after)})
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:  # pragma: no cover - a bug by definition

@@ -17,13 +17,13 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(32 * 1024 * 1024, ge=1, description="Largest request body accepted (413 above).")
     max_pixels: int = Field(16_777_216, ge=1, description="Largest image (width x height) accepted, "
                             "checked from the header before decoding; applies to uploads and to /decode.")
-    # The two decode limits bound what one /decode costs whatever the file claims; at the defaults the
-    # worst file takes about half a second and 200 MB on a 2-core CPU (tests/codec/test_hostile_files.py).
+    # The two decode limits bound what one /decode costs whatever the file claims (what the defaults cost:
+    # docs/api.md, tests/codec/test_hostile_files.py).
     decode_max_pixels: int = Field(4_194_304, ge=1, description="Largest /decode output (width x height); "
                                    "the smaller of this and max_pixels applies.")
     decode_max_evaluations: int = Field(32_000_000, ge=1, description="Most work one /decode may take, in "
-                                        "Gaussian-pixel evaluations (each Gaussian's 3-sigma box, plus 2048 per "
-                                        "Gaussian), checked before rendering.")
+                                        "Gaussian-pixel evaluations (each Gaussian's 3-sigma box, plus "
+                                        "codec.decoder.GAUSSIAN_COST per Gaussian), checked before rendering.")
     queue_size: int = Field(64, ge=1, description="Most jobs waiting to run; a full queue answers 429.")
     client_max_queued: int = Field(16, ge=1, description="Most jobs one client (its API key when keys are on, "
                                    "else its address) may have waiting; more answer 429 client_limit.")
@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     queue_url: str | None = Field(None, pattern=r"^rediss?://", description="redis://host:port/db: keep "
                                   "jobs in Redis, encoded by `gsic worker` processes on any host; unset: "
                                   "the embedded SQLite queue under data_dir.")
+    redis_timeout: float = Field(5.0, gt=0, description="With queue_url: seconds one Redis call may take, "
+                                 "connecting included; past it the request answers 503 queue_unavailable (a "
+                                 "Redis that accepts connections but does not answer would otherwise hang it).")
     workers: int | None = Field(None, ge=0, description="Encode workers in this process; default one per "
                                 "GPU, or one on CPU (with queue_url: none). 0 accepts jobs without running them.")
     worker_lease_seconds: float = Field(10.0, ge=1, description="With queue_url: a job whose worker stopped "

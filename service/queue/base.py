@@ -2,7 +2,9 @@
 
 The routes only ever call these coroutines, so another backend (e.g. Redis + arq with GPU worker processes
 elsewhere) can replace the embedded one without touching them: it stores the same ``JobRecord`` fields and
-raises the same exceptions.
+raises the same exceptions. What both backends do alike lives here: reading a result, the Retry-After
+estimate and the running mean of encode times it starts from; a store's insert answers a ``SubmitOutcome``
+or raises ``QueueFull``, ``ClientLimit`` or ``IdempotencyConflict`` itself.
 """
 
 from __future__ import annotations
@@ -20,24 +22,25 @@ class QueueError(Exception):
 
 
 class QueueFull(QueueError):
-    def __init__(self, depth: int, retry_after: int):
+    def __init__(self, depth: int):
         super().__init__(f"the queue is full ({depth} jobs waiting)")
         self.depth = depth
-        self.retry_after = retry_after
 
 
 class ClientLimit(QueueError):
     """This client has GSIC_CLIENT_MAX_QUEUED jobs waiting already."""
 
-    def __init__(self, queued: int, retry_after: int):
+    def __init__(self, queued: int):
         super().__init__(f"you have {queued} jobs waiting, as many as this server queues for one client "
                          "(GSIC_CLIENT_MAX_QUEUED)")
         self.queued = queued
-        self.retry_after = retry_after
 
 
 class IdempotencyConflict(QueueError):
     """The Idempotency-Key was used before with a different upload or different parameters."""
+
+    def __init__(self) -> None:
+        super().__init__("this Idempotency-Key was used with a different upload or parameters")
 
 
 class JobNotFound(QueueError):
@@ -101,9 +104,21 @@ class JobQueue(ABC):
     async def get(self, job_id: str) -> JobRecord:
         """The job as it is now; raises JobNotFound."""
 
-    @abstractmethod
     async def result(self, job_id: str) -> tuple[JobRecord, bytes]:
         """The bitstream; raises JobNotFound, ResultNotReady or ResultExpired."""
+        record = await self.get(job_id)
+        if record.status is not JobStatus.succeeded:
+            raise ResultNotReady(record)
+        if record.expires_at is not None and record.expires_at <= time.time():
+            raise ResultExpired(record)
+        data = await self._result_bytes(job_id)
+        if data is None:  # dropped (past retention) between the two reads
+            raise ResultExpired(record)
+        return record, data
+
+    @abstractmethod
+    async def _result_bytes(self, job_id: str) -> bytes | None:
+        """The stored bitstream of a succeeded job; None once it has been dropped."""
 
     @abstractmethod
     async def cancel(self, job_id: str) -> JobRecord:
@@ -122,9 +137,20 @@ class JobQueue(ABC):
         """Seconds a client should wait before polling ``record`` again (or resubmitting, for None)."""
 
 
-def retry_after_estimate(record: JobRecord | None, mean_seconds: float, workers: int) -> int:
+DEFAULT_ENCODE_SECONDS = 5.0  # what Retry-After assumes an encode takes until one has finished
+
+
+def updated_mean(mean_seconds: float | None, seconds: float) -> float:
+    """The running mean of encode wall times (None: none yet) after an encode of ``seconds``; recent encodes
+    weigh most, so the estimate follows a change of workload."""
+    return seconds if mean_seconds is None else 0.8 * mean_seconds + 0.2 * seconds
+
+
+def retry_after_estimate(record: JobRecord | None, mean_seconds: float | None, workers: int) -> int:
     """Seconds until a poll of ``record`` (or a resubmission, for None) is worth it, 1 to 30: from its progress
-    while it runs, else from the mean encode time spread over the workers."""
+    while it runs, else from the mean encode time (``updated_mean``) spread over the workers."""
+    if mean_seconds is None:
+        mean_seconds = DEFAULT_ENCODE_SECONDS
     if record is None or record.status is JobStatus.queued:
         estimate = mean_seconds / max(1, workers)
     else:

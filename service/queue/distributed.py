@@ -19,29 +19,15 @@ from arq.connections import ArqRedis
 
 from service.jobs import JobRecord, JobStatus, Submission
 from service.metrics import Metrics
-from service.queue.base import (
-    ClientLimit,
-    IdempotencyConflict,
-    JobNotFound,
-    JobQueue,
-    QueueFull,
-    QueueStats,
-    QueueUnavailable,
-    ResultExpired,
-    ResultNotReady,
-    SubmitOutcome,
-    WorkerInfo,
-    retry_after_estimate,
-)
-from service.queue.embedded import worker_devices
-from service.queue.encoding import EncodeFn
+from service.queue.base import JobNotFound, JobQueue, QueueStats, QueueUnavailable, SubmitOutcome, WorkerInfo, \
+    retry_after_estimate
+from service.queue.encoding import EncodeFn, worker_devices
 from service.queue.redis_store import RedisJobStore
+from service.queue.worker import ENCODE_FUNCTION, EncodeWorker, connect, worker_name
 from service.settings import Settings
-from service.worker import ENCODE_FUNCTION, EncodeWorker, connect, worker_name
 
 log = logging.getLogger("gsic.service.queue")
 
-_DEFAULT_ENCODE_SECONDS = 5.0  # Retry-After before any encode finished
 _FORGET_DEAD_WORKERS = 3600.0  # a dead worker stays listed (alive: false) this long
 
 
@@ -68,7 +54,7 @@ class RedisQueue(JobQueue):
         self._pool: ArqRedis | None = None
         self._store: RedisJobStore | None = None
         self._encoders: list[EncodeWorker] = []
-        self._mean_seconds = _DEFAULT_ENCODE_SECONDS
+        self._mean_seconds: float | None = None  # the workers' running mean, as last read from Redis
         self._alive_workers = 0
 
     @property
@@ -99,20 +85,12 @@ class RedisQueue(JobQueue):
 
     @_reaching_redis
     async def submit(self, submission: Submission) -> SubmitOutcome:
-        outcome, value = await self.store.insert(submission, self.settings.queue_size,
-                                                 self.settings.client_max_queued)
-        if outcome == "full":
-            raise QueueFull(int(value), self.retry_after())
-        if outcome == "client_limit":
-            raise ClientLimit(int(value), self.retry_after())
-        if outcome == "existing":
-            record = await self.store.get(value)
-            if record is None or await self.store.field(value, "fingerprint") != submission.fingerprint:
-                raise IdempotencyConflict("this Idempotency-Key was used with a different upload or parameters")
-            return SubmitOutcome(record, False)
-        # A crash between the two writes leaves a queued job arq does not know; the workers' sweep repairs it.
-        await self._pool.enqueue_job(ENCODE_FUNCTION, value, _job_id=value)
-        return SubmitOutcome(await self.get(value), True)
+        outcome = await self.store.insert(submission, self.settings.queue_size, self.settings.client_max_queued)
+        if outcome.created:
+            # A crash between the two writes leaves a queued job arq does not know; the workers' sweep repairs it.
+            job_id = outcome.record.id
+            await self._pool.enqueue_job(ENCODE_FUNCTION, job_id, _job_id=job_id)
+        return outcome
 
     @_reaching_redis
     async def get(self, job_id: str) -> JobRecord:
@@ -122,16 +100,8 @@ class RedisQueue(JobQueue):
         return record
 
     @_reaching_redis
-    async def result(self, job_id: str) -> tuple[JobRecord, bytes]:
-        record = await self.get(job_id)
-        if record.status is not JobStatus.succeeded:
-            raise ResultNotReady(record)
-        if record.expires_at is not None and record.expires_at <= time.time():
-            raise ResultExpired(record)
-        data = await self.store.blob(job_id, "result")
-        if data is None:  # Redis expired it
-            raise ResultExpired(record)
-        return record, data
+    async def _result_bytes(self, job_id: str) -> bytes | None:
+        return await self.store.blob(job_id, "result")
 
     @_reaching_redis
     async def cancel(self, job_id: str) -> JobRecord:
@@ -145,9 +115,7 @@ class RedisQueue(JobQueue):
     @_reaching_redis
     async def stats(self) -> QueueStats:
         counts = await self.store.counts()
-        mean = await self.store.mean_encode_seconds()
-        if mean is not None:
-            self._mean_seconds = mean
+        self._mean_seconds = await self.store.mean_encode_seconds()
         return QueueStats(depth=counts.get("queued", 0), by_state=counts)
 
     @_reaching_redis

@@ -21,54 +21,23 @@ import codec
 from service.jobs import JobRecord, JobStatus, Submission
 from service.metrics import Metrics
 from service.queue.base import (
-    ClientLimit,
-    IdempotencyConflict,
     JobNotFound,
     JobQueue,
-    QueueFull,
     QueueStats,
-    ResultExpired,
-    ResultNotReady,
     SubmitOutcome,
     WorkerInfo,
     retry_after_estimate,
+    updated_mean,
 )
+from service.queue.encoding import EncodeFn, LiveProgress, run_encode, worker_devices
 from service.queue.lock import DataDirLock
-from service.queue.encoding import EncodeFn, progress_float, run_encode
-from service.queue.store import STORE_FILE, ClientLimitError, IdempotencyKeyReused, JobStore, QueueFullError
+from service.queue.store import STORE_FILE, JobStore
 from service.settings import Settings
 
 log = logging.getLogger("gsic.service.queue")
 
 _PROGRESS_WRITE_INTERVAL = 0.5  # seconds between progress rows written to SQLite (polls read live values)
 _IDLE_WAIT = 1.0  # a worker re-checks the store at least this often
-
-
-def worker_devices(device: str, workers: int | None) -> list[str]:
-    """The device of each worker: one per GPU (or one on CPU) unless ``workers`` says how many."""
-    if device in ("auto", "cuda"):
-        import torch
-
-        gpus = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-        if device == "cuda" and not gpus:
-            raise RuntimeError("GSIC_DEVICE=cuda but no CUDA device is visible")
-        devices = gpus or ["cpu"]
-    else:
-        devices = [device]
-    if workers is None:
-        return devices
-    return [devices[i % len(devices)] for i in range(workers)]
-
-
-class _Live:
-    """What a running job has reported, kept in memory between (throttled) writes to the store."""
-
-    def __init__(self) -> None:
-        self.cancel = threading.Event()
-        self.iteration = 0
-        self.total: int | None = None
-        self.psnr: float | None = None
-        self.written_at = 0.0
 
 
 class EmbeddedQueue(JobQueue):
@@ -84,9 +53,9 @@ class EmbeddedQueue(JobQueue):
         self._wakeup = threading.Condition()
         self._threads: list[threading.Thread] = []
         self._busy: dict[str, str | None] = {}
-        self._live: dict[str, _Live] = {}
+        self._live: dict[str, LiveProgress] = {}
         self._live_lock = threading.Lock()
-        self._mean_seconds = 5.0  # running mean of encode wall time, for Retry-After
+        self._mean_seconds: float | None = None  # of the encodes this process ran, for Retry-After
 
     # ---- lifecycle ----------------------------------------------------------------------------------------
 
@@ -140,20 +109,12 @@ class EmbeddedQueue(JobQueue):
     # ---- the API the routes use ---------------------------------------------------------------------------
 
     async def submit(self, submission: Submission) -> SubmitOutcome:
-        try:
-            record, created = await anyio.to_thread.run_sync(self.store.insert, submission,
-                                                             self.settings.queue_size, self.settings.client_max_queued)
-        except QueueFullError as exc:
-            raise QueueFull(exc.depth, self.retry_after()) from None
-        except ClientLimitError as exc:
-            raise ClientLimit(exc.queued, self.retry_after()) from None
-        except IdempotencyKeyReused:
-            raise IdempotencyConflict("this Idempotency-Key was used with a different upload or parameters") \
-                from None
-        if created:
+        outcome = await anyio.to_thread.run_sync(self.store.insert, submission, self.settings.queue_size,
+                                                 self.settings.client_max_queued)
+        if outcome.created:
             with self._wakeup:
                 self._wakeup.notify()
-        return SubmitOutcome(self._with_live(record, self._live_of(record.id)), created)
+        return replace(outcome, record=self._with_live(outcome.record, self._live_of(outcome.record.id)))
 
     async def get(self, job_id: str) -> JobRecord:
         live = self._live_of(job_id)
@@ -162,16 +123,8 @@ class EmbeddedQueue(JobQueue):
             raise JobNotFound(job_id)
         return self._with_live(record, live)
 
-    async def result(self, job_id: str) -> tuple[JobRecord, bytes]:
-        record = await self.get(job_id)
-        if record.status is not JobStatus.succeeded:
-            raise ResultNotReady(record)
-        if record.expires_at is not None and record.expires_at <= time.time():
-            raise ResultExpired(record)
-        data = await anyio.to_thread.run_sync(self.store.blob, job_id, "result")
-        if data is None:  # purged between the two reads
-            raise ResultExpired(record)
-        return record, data
+    async def _result_bytes(self, job_id: str) -> bytes | None:
+        return await anyio.to_thread.run_sync(self.store.blob, job_id, "result")
 
     async def cancel(self, job_id: str) -> JobRecord:
         live = self._live_of(job_id)
@@ -203,13 +156,13 @@ class EmbeddedQueue(JobQueue):
 
     # ---- internals ----------------------------------------------------------------------------------------
 
-    def _live_of(self, job_id: str) -> "_Live | None":
+    def _live_of(self, job_id: str) -> LiveProgress | None:
         """Taken before the store is read: a job that ends between the read and this lookup would otherwise
         show its stale stored progress (behind what polls already saw) while its record still says running."""
         with self._live_lock:
             return self._live.get(job_id)
 
-    def _with_live(self, record: JobRecord, live: "_Live | None") -> JobRecord:
+    def _with_live(self, record: JobRecord, live: LiveProgress | None) -> JobRecord:
         if record.status is not JobStatus.running or live is None:
             return record  # ended: the store holds the last live progress (written before the final state)
         return replace(record, progress_iteration=live.iteration, progress_total=live.total,
@@ -256,19 +209,20 @@ class EmbeddedQueue(JobQueue):
 
     def _run(self, record: JobRecord, device: str) -> None:
         job_id = record.id
-        live = _Live()
+        live = LiveProgress(stop=self._stopping)
         with self._live_lock:
             self._live[job_id] = live
         if self._cancel_requested(job_id):  # a DELETE between the claim and now
             live.cancel.set()
+        written_at = 0.0
 
         def progress(p) -> bool:
-            live.iteration, live.total, live.psnr = int(p.iteration), int(p.total), progress_float(p.psnr)
-            now = time.monotonic()
-            if now - live.written_at >= _PROGRESS_WRITE_INTERVAL:
-                live.written_at = now
+            nonlocal written_at
+            go_on = live.report(p)
+            if time.monotonic() - written_at >= _PROGRESS_WRITE_INTERVAL:
+                written_at = time.monotonic()
                 self.store.update_progress(job_id, live.iteration, live.total, live.psnr)
-            return not (live.cancel.is_set() or self._stopping.is_set())
+            return go_on
 
         try:
             image = self.store.blob(job_id, "input")
@@ -287,10 +241,10 @@ class EmbeddedQueue(JobQueue):
                 report = outcome.report
                 self.store.finish_succeeded(job_id, report.data, bpp=report.bpp, psnr=report.psnr,
                                             n_gaussians=report.n_gaussians, seconds=report.seconds,
-                                            device=str(report.device), iteration=live.total or live.iteration,
+                                            device=str(report.device), iteration=live.final_iteration,
                                             total=live.total)
                 self.metrics.encode_seconds.observe(outcome.seconds)
-                self._mean_seconds = 0.8 * self._mean_seconds + 0.2 * outcome.seconds
+                self._mean_seconds = updated_mean(self._mean_seconds, outcome.seconds)
             else:
                 # The last progress the encode reported (polls showed it live) stays in the record: a canceled
                 # or failed job's progress must not fall back to the last throttled write.

@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 
 from codec import EncodeOptions
 from service.jobs import JobRecord, JobStatus, Submission, client_params
+from service.queue.base import ClientLimit, IdempotencyConflict, QueueFull, SubmitOutcome, updated_mean
 
 PREFIX = "gsic:"
 RECORD_LIFETIMES = 7  # a finished job's record is kept this many retention periods
@@ -225,9 +226,10 @@ class RedisJobStore:
     # ---- writing ------------------------------------------------------------------------------------------
 
     async def insert(self, submission: Submission, queue_size: int,
-                     client_max_queued: int = NO_LIMIT) -> tuple[str, str]:
-        """Queue a job with its input. Returns ("created", id), ("existing", id) for a known Idempotency-Key,
-        ("full", depth) or ("client_limit", the client's queued jobs)."""
+                     client_max_queued: int = NO_LIMIT) -> SubmitOutcome:
+        """Queue a job with its input; an Idempotency-Key replay returns the existing job instead. Raises
+        IdempotencyConflict, QueueFull, or ClientLimit when the submission's client has ``client_max_queued``
+        waiting. A created job still has to be handed to arq."""
         job_id = str(uuid.uuid4())
         record = JobRecord(id=job_id, status=JobStatus.queued, params=submission.params, width=submission.width,
                            height=submission.height, input_bytes=len(submission.image),
@@ -239,7 +241,17 @@ class RedisJobStore:
         outcome, value = await self._submit(keys=[_QUEUED, idem, _key("job", job_id), _key("input", job_id)],
                                             args=[job_id, queue_size, submission.image, client, client_max_queued,
                                                   *pairs])
-        return outcome.decode(), value.decode()
+        outcome, value = outcome.decode(), value.decode()
+        if outcome == "full":
+            raise QueueFull(int(value))
+        if outcome == "client_limit":
+            raise ClientLimit(int(value))
+        if outcome == "existing":
+            existing = await self.get(value)
+            if existing is None or await self.field(value, "fingerprint") != submission.fingerprint:
+                raise IdempotencyConflict()
+            return SubmitOutcome(existing, created=False)
+        return SubmitOutcome(record, created=True)
 
     async def claim(self, job_id: str, owner: str, attempt: int,
                     client_max_running: int = NO_LIMIT) -> JobStatus | None:
@@ -298,8 +310,7 @@ class RedisJobStore:
         return {k.decode(): json.loads(v) for k, v in (await self.redis.hgetall(_WORKERS)).items()}
 
     async def record_encode_seconds(self, seconds: float) -> None:
-        previous = await self.mean_encode_seconds()
-        await self.redis.set(_MEAN, json.dumps(seconds if previous is None else 0.8 * previous + 0.2 * seconds))
+        await self.redis.set(_MEAN, json.dumps(updated_mean(await self.mean_encode_seconds(), seconds)))
 
     async def mean_encode_seconds(self) -> float | None:
         value = await self.redis.get(_MEAN)

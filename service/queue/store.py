@@ -22,6 +22,7 @@ from pathlib import Path
 
 from codec import EncodeOptions
 from service.jobs import JobRecord, JobStatus, Submission, client_params
+from service.queue.base import ClientLimit, IdempotencyConflict, QueueFull, SubmitOutcome
 
 SCHEMA_VERSION = 2  # 2: jobs.client (the per-client limits)
 STORE_FILE = "jobs.sqlite3"  # in the data dir, with its -wal and -shm files and the .created marker
@@ -68,22 +69,6 @@ CREATE TABLE IF NOT EXISTS blobs (
 """
 
 _FINISHED = tuple(s.value for s in JobStatus if s.finished)
-
-
-class QueueFullError(Exception):
-    def __init__(self, depth: int):
-        super().__init__(depth)
-        self.depth = depth
-
-
-class IdempotencyKeyReused(Exception):
-    pass
-
-
-class ClientLimitError(Exception):
-    def __init__(self, queued: int):
-        super().__init__(queued)
-        self.queued = queued
 
 
 class StoreDamaged(RuntimeError):
@@ -184,32 +169,29 @@ class JobStore:
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued'").fetchone()[0]
 
-    def all_ids(self) -> list[str]:
-        with self._lock:
-            return [r[0] for r in self._db.execute("SELECT id FROM jobs ORDER BY seq").fetchall()]
-
     # ---- writing ------------------------------------------------------------------------------------------
 
     def insert(self, submission: Submission, queue_size: int,
-               client_max_queued: int | None = None) -> tuple[JobRecord, bool]:
+               client_max_queued: int | None = None) -> SubmitOutcome:
         """Queue a job with its input; an Idempotency-Key replay returns the existing job instead. Raises
-        QueueFullError, or ClientLimitError when the submission's client has ``client_max_queued`` waiting."""
+        IdempotencyConflict, QueueFull, or ClientLimit when the submission's client has ``client_max_queued``
+        waiting."""
         with self._tx() as db:
             if submission.idempotency_key is not None:
                 row = db.execute("SELECT * FROM jobs WHERE idempotency_key = ?",
                                  (submission.idempotency_key,)).fetchone()
                 if row is not None:
                     if row["fingerprint"] != submission.fingerprint:
-                        raise IdempotencyKeyReused()
-                    return self._record(row), False
+                        raise IdempotencyConflict()
+                    return SubmitOutcome(self._record(row), created=False)
             depth = db.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued'").fetchone()[0]
             if depth >= queue_size:
-                raise QueueFullError(depth)
+                raise QueueFull(depth)
             if client_max_queued is not None and submission.client is not None:
                 queued = db.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND client = ?",
                                     (submission.client,)).fetchone()[0]
                 if queued >= client_max_queued:
-                    raise ClientLimitError(queued)
+                    raise ClientLimit(queued)
             job_id = str(uuid.uuid4())
             db.execute(
                 "INSERT INTO jobs (id, status, params, width, height, input_bytes, input_format, fingerprint, "
@@ -219,7 +201,7 @@ class JobStore:
                  submission.idempotency_key, time.time(), submission.client))
             db.execute("INSERT INTO blobs (job_id, kind, data) VALUES (?, 'input', ?)", (job_id, submission.image))
             row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return self._record(row), True
+        return SubmitOutcome(self._record(row), created=True)
 
     def claim_next(self, client_max_running: int | None = None) -> JobRecord | None:
         """Move the oldest queued job to running and return it, passing over the jobs of clients that have

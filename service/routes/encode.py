@@ -76,9 +76,9 @@ async def submit_encode(
     try:
         outcome = await queue.submit(submission)
     except QueueFull as exc:
-        raise Problem(429, "queue_full", str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
+        raise Problem(429, "queue_full", str(exc), headers={"Retry-After": str(queue.retry_after())}) from None
     except ClientLimit as exc:
-        raise Problem(429, "client_limit", str(exc), headers={"Retry-After": str(exc.retry_after)},
+        raise Problem(429, "client_limit", str(exc), headers={"Retry-After": str(queue.retry_after())},
                       limit="GSIC_CLIENT_MAX_QUEUED") from None
     except IdempotencyConflict as exc:
         raise Problem(422, "idempotency_key_reused", str(exc)) from None

@@ -7,7 +7,6 @@ import io
 import os
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -19,6 +18,8 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
+
+from ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 FINISHED = ("succeeded", "failed", "canceled")
@@ -86,12 +87,6 @@ def metric(text: str, line_start: str) -> float:
     values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_start)]
     assert values, f"no metric {line_start!r}"
     return sum(values)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -181,39 +176,73 @@ class LiveWorker(_Process):
         return self
 
 
-@contextlib.contextmanager
-def running_redis(workdir: Path):
-    """A real redis-server (from PATH) on a free loopback port, without persistence; yields its URL (no db).
-    Skips the test where redis-server is not installed, except under CI=true, where that fails it."""
-    import redis
+class RedisServer:
+    """A real redis-server (from PATH) on a loopback port, without persistence, that a test can stop and start
+    again on the same port (empty then), or freeze (SIGSTOP: it accepts connections but answers nothing)."""
 
+    def __init__(self, executable: str, port: int, workdir: Path):
+        self.executable, self.port, self.workdir = executable, port, workdir
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> bool:
+        """Start it and wait until it answers; False when it did not (e.g. the port was taken)."""
+        import redis
+
+        with (self.workdir / "redis.log").open("ab") as log:
+            self.proc = subprocess.Popen([self.executable, "--port", str(self.port), "--bind", "127.0.0.1",
+                                          "--save", "", "--appendonly", "no", "--dir", str(self.workdir)],
+                                         stdout=log, stderr=log)
+        with redis.Redis(port=self.port) as client:
+            deadline = time.monotonic() + timeout
+            while self.proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    client.ping()
+                    return True
+                except redis.exceptions.ConnectionError:
+                    time.sleep(0.05)
+        self.stop()
+        return False
+
+    def stop(self) -> None:
+        self.thaw()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+
+    def freeze(self) -> None:
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+
+
+@contextlib.contextmanager
+def redis_process(workdir: Path):
+    """A started ``RedisServer`` on a free port, stopped afterwards. Skips the test where redis-server is not
+    installed, except under CI=true, where that fails it."""
     executable = shutil.which("redis-server")
     if executable is None:
         if os.environ.get("CI") == "true":
             pytest.fail("redis-server is not on PATH; .ci/run installs it (apt-get install redis-server)")
         pytest.skip("redis-server is not on PATH (apt-get install redis-server)")
     for _ in range(3):  # another process may take the port between free_port() and the bind
-        port = free_port()
-        with (workdir / "redis.log").open("ab") as log:
-            proc = subprocess.Popen([executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                     "--appendonly", "no", "--dir", str(workdir)], stdout=log, stderr=log)
-        with redis.Redis(port=port) as client:
-            deadline = time.monotonic() + 20
-            while proc.poll() is None and time.monotonic() < deadline:
-                try:
-                    client.ping()
-                    break
-                except redis.exceptions.ConnectionError:
-                    time.sleep(0.05)
-            else:
-                proc.kill()
-                proc.wait()
-                continue
-        try:
-            yield f"redis://127.0.0.1:{port}"
-        finally:
-            if proc.poll() is None:
-                proc.terminate()
-                proc.wait(timeout=30)
-        return
+        server = RedisServer(executable, free_port(), workdir)
+        if server.start():
+            try:
+                yield server
+            finally:
+                server.stop()
+            return
     raise AssertionError(f"redis-server did not start:\n{(workdir / 'redis.log').read_text()[-3000:]}")
+
+
+@contextlib.contextmanager
+def running_redis(workdir: Path):
+    """``redis_process``'s URL (without a db)."""
+    with redis_process(workdir) as server:
+        yield server.url

@@ -11,7 +11,8 @@ import pytest
 
 from cli.main import main
 from service.auth import ApiKeysInvalid
-from svc_helpers import REPO, assert_problem, free_port, image_bytes, submit
+from ports import free_port
+from svc_helpers import REPO, assert_problem, image_bytes, submit
 
 SECOND = "second-key"
 KEYS = f"first-key, sha256:{hashlib.sha256(SECOND.encode()).hexdigest()}"

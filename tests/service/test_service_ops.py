@@ -114,7 +114,7 @@ def test_defaults(monkeypatch):
 
 
 def test_worker_devices():
-    from service.queue.embedded import worker_devices
+    from service.queue.encoding import worker_devices
 
     assert worker_devices("cpu", None) == ["cpu"]
     assert worker_devices("cpu", 2) == ["cpu", "cpu"]
@@ -163,3 +163,18 @@ def test_made_up_methods_do_not_grow_the_metrics(idle_client):
     for i in range(50, 300):
         idle_client.request(f"X{i}", "/healthz")
     assert len(idle_client.get("/metrics").text) <= size + 200  # counts grow in digits, not in lines
+
+
+def test_the_queue_package_imports_in_one_direction():
+    """service.errors knows no queue, and the Redis worker loads none of the API side's queue (they once
+    imported each other): checked in a fresh interpreter, where nothing else has loaded them."""
+    import subprocess
+    import sys
+
+    from svc_helpers import REPO
+
+    probe = ("import sys, service.errors; print(sorted(m for m in sys.modules if m.startswith('service.queue')));"
+             "import service.queue.worker; print('service.queue.distributed' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["[]", "False"]

@@ -151,8 +151,9 @@ def test_only_the_owning_attempt_writes_a_result_once(redis_url, small_png):
     async def scenario():
         async with Redis.from_url(redis_url) as r:
             store = RedisJobStore(r, retention_seconds=60)
-            outcome, job_id = await store.insert(_submission(small_png), queue_size=8)
-            assert outcome == "created"
+            outcome = await store.insert(_submission(small_png), queue_size=8)
+            assert outcome.created and outcome.record.status is JobStatus.queued
+            job_id = outcome.record.id
             assert await store.claim(job_id, "a/1", 1) is JobStatus.queued
             assert await store.update_progress(job_id, "a/1", "lease", 5, 3, 10, 20.0) == 1
             assert await store.claim(job_id, "b/2", 2) is JobStatus.running  # a's lease lapsed: b took over
@@ -176,12 +177,12 @@ def test_sweep_hands_an_orphaned_job_to_arq(redis_url, small_png, monkeypatch, t
     from arq.jobs import Job as ArqJob
     from arq.jobs import JobStatus as ArqJobStatus
 
-    import service.worker
+    import service.queue.worker
     from service.queue.redis_store import RedisJobStore
     from service.settings import Settings
-    from service.worker import EncodeWorker
+    from service.queue.worker import EncodeWorker
 
-    monkeypatch.setattr(service.worker, "_ORPHAN_AGE", 0.0)
+    monkeypatch.setattr(service.queue.worker, "_ORPHAN_AGE", 0.0)
     settings = Settings(queue_url=redis_url, data_dir=tmp_path, device="cpu")
 
     async def scenario():
@@ -189,7 +190,7 @@ def test_sweep_hands_an_orphaned_job_to_arq(redis_url, small_png, monkeypatch, t
         await worker.start()
         try:
             store = RedisJobStore(worker._pool, settings.retention_seconds)
-            _, job_id = await store.insert(_submission(small_png), queue_size=8)
+            job_id = (await store.insert(_submission(small_png), queue_size=8)).record.id
             assert await ArqJob(job_id, worker._pool).status() is ArqJobStatus.not_found
             await worker._sweep()
             deadline = time.monotonic() + 60
@@ -230,7 +231,7 @@ def test_a_start_that_lost_its_job_leaves_it_to_the_new_owner(redis_url, kodak_c
 
     from service.queue.redis_store import RedisJobStore
     from service.settings import Settings
-    from service.worker import ENCODE_FUNCTION, EncodeWorker
+    from service.queue.worker import ENCODE_FUNCTION, EncodeWorker
 
     settings = Settings(queue_url=redis_url, data_dir=tmp_path, device="cpu", worker_lease_seconds=2)
     long_job = Submission(image=kodak_crop, image_format="png", width=96, height=64, fingerprint="e" * 64,
@@ -254,7 +255,7 @@ def test_a_start_that_lost_its_job_leaves_it_to_the_new_owner(redis_url, kodak_c
                     and await store.owner(job_id) == owner)
 
         async def steal():
-            _, job_id = await store.insert(long_job, queue_size=8)
+            job_id = (await store.insert(long_job, queue_size=8)).record.id
             await pool.enqueue_job(ENCODE_FUNCTION, job_id, _job_id=job_id)
             await until(lambda: running_on(job_id, "stalled/1"))
             assert await store.claim(job_id, "other/2", 2) is JobStatus.running  # as if its lease had lapsed

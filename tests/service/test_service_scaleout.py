@@ -200,7 +200,9 @@ def test_sigkilled_worker_job_runs_again_once_and_death_shows(shared):
 @pytest.mark.slow
 def test_fifty_jobs_with_a_worker_sigkilled_at_random_moments(redis_server, tmp_path):
     rng = random.Random(15)
-    with cluster(redis_server, tmp_path, db=2, GSIC_MAX_ATTEMPTS="10") as running:
+    # One client submits all 50 at once: its queued limit (GSIC_CLIENT_MAX_QUEUED) is raised to hold them,
+    # since what is tested here is exactly-once through kills, not the limit.
+    with cluster(redis_server, tmp_path, db=2, GSIC_MAX_ATTEMPTS="10", GSIC_CLIENT_MAX_QUEUED="50") as running:
         ids = submit_all(running, 50, "random", iterations=lambda i: str(rng.choice((100, 200, 300))))
         victim = running.worker("w1")
         kills = 0

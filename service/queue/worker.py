@@ -29,7 +29,6 @@ import logging
 import os
 import signal
 import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -37,14 +36,14 @@ from functools import partial
 import arq
 import numpy as np
 import redis.exceptions
-from arq.connections import ArqRedis, RedisSettings
+from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix, retry_key_prefix
 from arq.jobs import Job as ArqJob
 from arq.jobs import JobStatus as ArqJobStatus
 
 import codec
 from service.jobs import JobRecord, JobStatus
-from service.queue.encoding import EncodeFn, EncodeOutcome, progress_float, run_encode
+from service.queue.encoding import EncodeFn, EncodeOutcome, LiveProgress, run_encode
 from service.queue.redis_store import ClientBusy, RedisJobStore
 from service.settings import Settings
 
@@ -56,6 +55,8 @@ _POLL_DELAY = 0.2
 _SWEEP_INTERVAL = 30.0
 _ORPHAN_AGE = 30.0
 _CLIENT_BUSY_DEFER = 1.0  # seconds before a job held back by its client's running limit is offered again
+_CONNECT_DELAYS = (1.0,) * 5  # seconds between the tries to reach Redis at start
+_REPOLL_DELAYS = (0.5, 1.0, 2.0, 5.0)  # seconds before polling again after Redis failed it, then the last
 
 
 # A small gradient (the codec takes arrays as well as encoded files).
@@ -63,23 +64,19 @@ _WARM_UP_IMAGE = np.ascontiguousarray(np.stack(np.mgrid[0:8, 0:8].astype(np.uint
 
 
 async def connect(settings: Settings) -> ArqRedis:
-    return await arq.create_pool(RedisSettings.from_dsn(settings.queue_url))
-
-
-class _Live:
-    """What the encode thread reported, and what it is told (cancel, shutdown, lost ownership)."""
-
-    def __init__(self) -> None:
-        self.iteration = 0
-        self.total: int | None = None
-        self.psnr: float | None = None
-        self.cancel = threading.Event()
-        self.stop = threading.Event()  # shutdown, or another attempt owns the job now
-        self.lost = False
-
-    def progress(self, p: codec.Progress) -> bool:
-        self.iteration, self.total, self.psnr = int(p.iteration), int(p.total), progress_float(p.psnr)
-        return not (self.cancel.is_set() or self.stop.is_set())
+    """A client of GSIC_QUEUE_URL whose every call gives up after GSIC_REDIS_TIMEOUT seconds (TimeoutError),
+    tried a few times at start, for a Redis that starts alongside."""
+    pool = ArqRedis.from_url(settings.queue_url, socket_timeout=settings.redis_timeout,
+                             socket_connect_timeout=settings.redis_timeout)
+    for delay in _CONNECT_DELAYS:
+        try:
+            await pool.ping()
+            return pool
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            log.warning("Redis at %s does not answer (%s); trying again in %.0f s", settings.queue_url, exc, delay)
+            await asyncio.sleep(delay)
+    await pool.ping()  # the last try: its error is the caller's
+    return pool
 
 
 class EncodeWorker:
@@ -94,6 +91,7 @@ class EncodeWorker:
         self._store: RedisJobStore | None = None
         self._worker: arq.Worker | None = None
         self._tasks: list[asyncio.Task] = []
+        self._polling = False  # arq's polling loop runs: the worker takes jobs, so it may say it is alive
         self.busy_with: str | None = None
 
     async def start(self) -> None:
@@ -104,10 +102,37 @@ class EncodeWorker:
                                   job_timeout=None, keep_result=0, poll_delay=_POLL_DELAY, log_results=False)
         await self._warm_up()
         await self._beat()  # visible in /readyz once it can take a job at full speed
-        self._tasks = [asyncio.create_task(self._worker.async_run(), name=f"{self.name}-arq"),
-                       asyncio.create_task(self._every(self._lease / 4, self._beat), name=f"{self.name}-beat"),
+        self._polling = True
+        self._tasks = [asyncio.create_task(self._poll(), name=f"{self.name}-poll"),
+                       asyncio.create_task(self._every(self._lease / 4, self._beat_while_polling),
+                                           name=f"{self.name}-beat"),
                        asyncio.create_task(self._every(_SWEEP_INTERVAL, self._sweep), name=f"{self.name}-sweep")]
         log.info("worker %s started on %s", self.name, self.device)
+
+    @property
+    def polling(self) -> asyncio.Task:
+        """The task that polls for jobs; it ends only with an error Redis did not cause (or at stop)."""
+        return self._tasks[0]
+
+    async def _poll(self) -> None:
+        """arq's polling loop, started again whenever Redis fails it: arq's loop ends at the first connection
+        error, and a worker whose loop has ended takes no job again, whatever its heartbeat says."""
+        failures = 0
+        while True:
+            self._polling = True
+            try:
+                await self._worker.async_run()
+                raise RuntimeError("arq's polling loop returned")  # it only returns in burst mode
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+                self._polling = False
+                delay = _REPOLL_DELAYS[min(failures, len(_REPOLL_DELAYS) - 1)]
+                failures += 1
+                log.warning("worker %s: polling for jobs failed (%s: %s); polling again in %.1f s", self.name,
+                            type(exc).__name__, exc, delay)
+            except BaseException:
+                self._polling = False
+                raise
+            await asyncio.sleep(delay)
 
     async def _warm_up(self) -> None:
         """One tiny encode before the first job: kernels compile (or load from the cache) now, not while a job's
@@ -126,8 +151,8 @@ class EncodeWorker:
         if self._worker is not None:
             await self._worker.close()  # cancels the running job (see _job) and waits for it, closes the pool
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            task.cancel()  # the polling task, if it waits to poll again
+        await asyncio.gather(*self._tasks, return_exceptions=True)  # a failed polling task was reported already
         self._tasks.clear()
         self._executor.shutdown(wait=True)
         log.info("worker %s stopped", self.name)
@@ -171,16 +196,17 @@ class EncodeWorker:
             self.busy_with = None
 
     async def _encode_and_record(self, record: JobRecord, owner: str, image: bytes) -> None:
-        live = _Live()
+        live = LiveProgress()
         call = partial(run_encode, self._encode, image, record.params, device=self.device,
-                       max_pixels=self.settings.max_pixels, progress=live.progress, canceled=live.cancel.is_set,
+                       max_pixels=self.settings.max_pixels, progress=live.report, canceled=live.cancel.is_set,
                        job_id=record.id)
         encode = asyncio.get_running_loop().run_in_executor(self._executor, call)
+        lost = False
         try:
             while True:
                 done, _ = await asyncio.wait({encode}, timeout=self._lease / 4)
-                await self._sync(record.id, owner, live)
-                if done or live.lost:
+                lost = await self._sync(record.id, owner, live)
+                if done or lost:
                     break
         except asyncio.CancelledError:  # the worker is shutting down
             live.stop.set()
@@ -191,7 +217,7 @@ class EncodeWorker:
                 raise  # arq keeps the job in its queue
             await self._finish(record.id, outcome, owner, live)
             return
-        if live.lost:
+        if lost:
             live.stop.set()
             log.warning("job %s: another attempt owns it now; this one stops", record.id)
             await self._wait_for_new_owner(record.id)
@@ -213,26 +239,27 @@ class EncodeWorker:
                 raise arq.Retry()  # stays queued; the next start counts as an attempt, as a death should
             await asyncio.sleep(self._lease / 4)
 
-    async def _sync(self, job_id: str, owner: str, live: _Live) -> None:
+    async def _sync(self, job_id: str, owner: str, live: LiveProgress) -> bool:
+        """Store the progress, renew the lease, pass a cancel on; True when another attempt owns the job now."""
         try:
             state = await self._store.update_progress(job_id, owner, in_progress_key_prefix + job_id, self._lease,
                                                       live.iteration, live.total, live.psnr)
         except redis.exceptions.RedisError:
             log.exception("job %s: could not renew its lease", job_id)
-            return
+            return False
         if state == 0:
             live.cancel.set()
-        elif state < 0:
-            live.lost = True
+        return state < 0
 
-    async def _finish(self, job_id: str, outcome: EncodeOutcome, owner: str, live: _Live | None = None) -> None:
+    async def _finish(self, job_id: str, outcome: EncodeOutcome, owner: str,
+                      live: LiveProgress | None = None) -> None:
         if outcome.status is JobStatus.succeeded:
             report = outcome.report
             written = await self._store.finish(
                 job_id, JobStatus.succeeded, owner, result=report.data, result_bytes=len(report.data),
                 result_bpp=report.bpp, result_psnr=report.psnr, result_n_gaussians=report.n_gaussians,
                 result_seconds=report.seconds, result_device=str(report.device),
-                progress_iteration=live.total or live.iteration, progress_total=live.total)
+                progress_iteration=live.final_iteration, progress_total=live.total)
             if written:
                 await self._store.record_encode_seconds(outcome.seconds)
         else:
@@ -249,6 +276,10 @@ class EncodeWorker:
                 await action()
             except redis.exceptions.RedisError:
                 log.exception("worker %s: %s failed", self.name, action.__name__)
+
+    async def _beat_while_polling(self) -> None:
+        if self._polling:
+            await self._beat()
 
     async def _beat(self) -> None:
         await self._store.heartbeat(self.name, {"device": self.device, "busy_with": self.busy_with,
@@ -275,8 +306,9 @@ def worker_name(index: int) -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{index}"
 
 
-async def run_workers(settings: Settings, devices: list[str], names: list[str]) -> None:
-    """``gsic worker``: run one EncodeWorker per device until SIGTERM or SIGINT."""
+async def run_workers(settings: Settings, devices: list[str], names: list[str]) -> int:
+    """``gsic worker``: run one EncodeWorker per device until SIGTERM or SIGINT (exit status 0), or until one
+    cannot poll for jobs any more (1: the service manager should start the process again)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -284,8 +316,15 @@ async def run_workers(settings: Settings, devices: list[str], names: list[str]) 
     workers = [EncodeWorker(settings, device, name) for device, name in zip(devices, names)]
     for worker in workers:
         await worker.start()
-    await stop.wait()
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait({stopped, *(worker.polling for worker in workers)}, return_when=asyncio.FIRST_COMPLETED)
+    failed = [worker for worker in workers if worker.polling.done()]
+    for worker in failed:
+        log.error("worker %s cannot poll for jobs: %r; exiting with status 1", worker.name,
+                  worker.polling.exception())
     log.info("shutting down: running encodes stop at their next progress report and go back in the queue")
+    stopped.cancel()
     for worker in workers:
         await worker.forget()
     await asyncio.gather(*(worker.stop() for worker in workers))
+    return 1 if failed else 0
