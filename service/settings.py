@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from codec.options import MAX_ITERATIONS
+
 
 class Settings(BaseSettings):
     """Every field can be set from the environment as ``GSIC_<FIELD NAME IN CAPITALS>``."""
@@ -48,7 +50,8 @@ class Settings(BaseSettings):
     decode_timeout: float = Field(10.0, gt=0, description="Seconds one /decode may take, waiting for a slot "
                                   "included; past it the answer is 503 decode_timeout (the render itself runs on "
                                   "and keeps its slot until it ends, see service.limits.CpuSlots).")
-    max_iterations: int = Field(20_000, ge=1, description="Upper bound of the 'iterations' encode knob.")
+    max_iterations: int = Field(20_000, ge=1, le=MAX_ITERATIONS, description="Upper bound of the 'iterations' "
+                                "encode knob; at most the codec's own cap, codec.MAX_ITERATIONS.")
     max_attempts: int = Field(3, ge=1, description="A job whose worker died this many times fails.")
     request_read_timeout: float = Field(60.0, gt=0, description="Seconds a client has to send a whole "
                                         "request, head and body; a slower one is disconnected.")
