@@ -9,9 +9,9 @@ from fastapi import APIRouter, File, Form, UploadFile
 from pydantic import BaseModel, Field
 
 import codec
-from service.compare import rivals_at_size
+from service.compare import MAX_SIDE, rivals_at_size
 from service.deps import CpuSlotsDep, SettingsDep
-from service.errors import problems
+from service.errors import Problem, problems
 from service.uploads import check_image, read_upload
 
 router = APIRouter(tags=["compare"])
@@ -36,10 +36,14 @@ class Comparison(BaseModel):
 def _compare(data: bytes, max_pixels: int, max_bytes: int) -> Comparison:
     check_image(data, max_pixels)  # the same checks, and the same problem answers, as an encode upload
     pixels = codec.load_image(data, max_pixels=max_pixels)
+    height, width = pixels.shape[:2]
+    if max(width, height) > MAX_SIDE:
+        raise Problem(413, "image_too_large", f"the image is {width}x{height}; /compare measures sides of at most "
+                      f"{MAX_SIDE} pixels, WebP's limit")
     # JSON has no infinity: a lossless rival (a flat image) is reported as 999 dB, as jobs do.
     rivals = [Rival(**{**vars(r), "psnr": r.psnr if math.isfinite(r.psnr) else 999.0})
               for r in rivals_at_size(pixels, max_bytes)]
-    return Comparison(width=pixels.shape[1], height=pixels.shape[0], max_bytes=max_bytes, rivals=rivals)
+    return Comparison(width=width, height=height, max_bytes=max_bytes, rivals=rivals)
 
 
 @router.post("/compare", response_model=Comparison, summary="JPEG and WebP of an image at a given file size",
