@@ -47,9 +47,17 @@ class Settings(BaseSettings):
     decode_device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$", description="Device for /decode.")
     decode_concurrency: int = Field(4, ge=1, description="Most decodes / upload validations run at once; "
                                     "more requests wait their turn.")
-    decode_timeout: float = Field(10.0, gt=0, description="Seconds one /decode may take, waiting for a slot "
-                                  "included; past it the answer is 503 decode_timeout (the render itself runs on "
-                                  "and keeps its slot until it ends, see service.limits.CpuSlots).")
+    decode_timeout: float = Field(10.0, gt=0, description="Seconds one /decode or /compare may take, waiting "
+                                  "for a slot included; past it the answer is 503 decode_timeout or "
+                                  "compare_timeout (the work itself runs on and keeps its slot until it ends, see "
+                                  "service.limits.CpuSlots).")
+    compare_max_pixels: int = Field(4_194_304, ge=1, description="Largest image /compare measures (width x "
+                                    "height; the smaller of this and max_pixels applies), checked from the header "
+                                    "before decoding; more answer 413 image_too_large.")
+    compare_concurrency: int = Field(2, ge=1, description="Most /compare requests measuring at once, in slots "
+                                     "of their own: they never take a /decode slot; more wait their turn.")
+    client_max_compares: int = Field(1, ge=1, description="Most /compare requests of one client in flight at "
+                                     "once; more answer 429 client_limit.")
     max_iterations: int = Field(20_000, ge=1, le=MAX_ITERATIONS, description="Upper bound of the 'iterations' "
                                 "encode knob; at most the codec's own cap, codec.MAX_ITERATIONS.")
     max_attempts: int = Field(3, ge=1, description="A job whose worker died this many times fails.")
