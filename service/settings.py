@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from codec.options import MAX_ITERATIONS
@@ -76,4 +77,20 @@ class Settings(BaseSettings):
     allowed_origins: str | None = Field(None, description="Comma-separated origins (https://app.example) "
                                         "allowed to POST or DELETE from a browser besides the service's own; "
                                         "others answer 403 cross_origin. Requests without Origin or Referer pass.")
+    trusted_proxies: str | None = Field(None, description="Comma-separated addresses or networks (10.0.0.0/8) "
+                                        "of the proxies whose X-Forwarded-For and X-Forwarded-Proto are believed: "
+                                        "a request from one counts as from the client the header names, for the "
+                                        "per-client limits and the log. Unset: no proxy is, so no client can "
+                                        "choose the address it is counted as.")
     log_level: str = Field("info", description="uvicorn / service log level.")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: str | None) -> str | None:
+        entries = [entry.strip() for entry in (value or "").split(",") if entry.strip()]
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network") from None
+        return ",".join(entries) or None
