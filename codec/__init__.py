@@ -14,6 +14,7 @@ from codec.pillow_plugin import register_pillow
 
 _ENCODE_NAMES = {
     "DEFAULT_PRESET": "codec.options", "EncodeOptions": "codec.options", "MAX_BPP": "codec.options",
+    "MAX_ITERATIONS": "codec.options",
     "MIN_BPP": "codec.options", "RATE_PRESETS": "codec.options", "METHODS": "codec.train.method",
     "Method": "codec.train.method", "Progress": "codec.train.encoder",
 }

@@ -15,6 +15,8 @@ from codec.train.method import METHODS, Method
 RATE_PRESETS = {"lowest": 0.042, "low": 0.066, "medium": 0.125, "high": 0.183}
 MIN_BPP, MAX_BPP = 0.02, 2.0
 DEFAULT_PRESET = "medium"
+# Bounds one encode's work for library callers as GSIC_MAX_ITERATIONS does for the service's.
+MAX_ITERATIONS = 100_000
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,9 @@ class EncodeOptions:
         if self.iterations is not None and (isinstance(self.iterations, bool) or not isinstance(self.iterations, int)
                                             or self.iterations < 1):
             raise ValueError(f"iterations must be a whole number >= 1, got {self.iterations!r}")
+        if self.total_iterations > MAX_ITERATIONS:
+            raise ValueError(f"iterations must be at most codec.MAX_ITERATIONS ({MAX_ITERATIONS}), "
+                             f"got {self.total_iterations}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             raise ValueError(f"seed must be a whole number >= 0, got {self.seed!r}")
         if self.device is not None:

@@ -11,17 +11,40 @@ directly at a smaller size instead of decoding in full and resizing.
 from __future__ import annotations
 
 import math
+import numbers
+import struct
 
 from PIL import Image, ImageFile
 
 from codec.api import decode, encode, inspect
-from codec.format.bitstream import MAGIC
+from codec.format.bitstream import BACKGROUND_BYTES, CRC_BYTES, HEADER_BYTES, HEADER_FIELDS, MAGIC
+from codec.errors import BitstreamError
 
 FORMAT = "GSI"
 EXTENSION = ".gsi"
 MIME = "image/x-gsi"
 DEFAULT_PRESET = "medium"
 _SAVE_OPTIONS = ("bpp", "preset", "method", "iterations", "seed", "device")
+_SHORTEST = HEADER_BYTES + CRC_BYTES
+_FIELDS = struct.Struct("<4s" + "".join(field.fmt for field in HEADER_FIELDS))  # the magic, then the fields
+
+
+def _read_bitstream(fp) -> bytes:
+    """The file's bytes: its header, checked, then only the length it declares and one byte more (so that
+    a file followed by more bytes is still refused, without reading them all)."""
+    head = fp.read(_SHORTEST)
+    try:
+        inspect(head)
+        return head + fp.read(1)  # a file of no sections: this is all of it
+    except BitstreamError as exc:
+        # parse_header checks every field before the total length: a "length" error of a head this long
+        # means the fields, the section lengths among them, are valid.
+        if exc.field != "length" or len(head) < _SHORTEST:
+            raise
+    fields = dict(zip((field.name for field in HEADER_FIELDS), _FIELDS.unpack_from(head)[1:]))
+    total = (HEADER_BYTES + (BACKGROUND_BYTES if fields["flags"] & 32 else 0) + fields["side_length"]
+             + fields["payload_length"] + CRC_BYTES)
+    return head + fp.read(total - len(head) + 1)
 
 
 def _accept(prefix: bytes) -> bool:
@@ -33,7 +56,7 @@ class GsiImageFile(ImageFile.ImageFile):
     format_description = "2D Gaussian splatting image (gsic)"
 
     def _open(self) -> None:
-        self._bitstream = self.fp.read()
+        self._bitstream = _read_bitstream(self.fp)
         header = inspect(self._bitstream)  # a malformed file raises BitstreamError, a ValueError
         self._mode = "RGB"
         self._size = (header.width, header.height)
@@ -48,6 +71,9 @@ class GsiImageFile(ImageFile.ImageFile):
         """Render at the smallest size covering ``size`` (aspect kept), never larger than encoded."""
         if not self.tile or size is None:  # already loaded: too late to choose the size
             return None
+        if len(size) != 2 or not all(isinstance(side, numbers.Real) and math.isfinite(side) and side > 0
+                                     for side in size):
+            raise ValueError(f"draft size must be two finite numbers > 0, got {size!r}")
         width, height = self.size
         shrink = max(size[0] / width, size[1] / height)
         if shrink >= 1:

@@ -15,7 +15,7 @@ from starlette.routing import Mount, Route
 from service.auth import ApiKeyMiddleware, key_digests, key_file_digests
 from service.browser_guard import HostCheckMiddleware, OriginCheckMiddleware, split_list
 from service.errors import install_error_handlers, problem_response
-from service.limits import BodyLimitMiddleware, CpuSlots
+from service.limits import BodyLimitMiddleware, ClientShare, CpuSlots
 from service.metrics import Metrics, MetricsMiddleware
 from service.queue.base import JobQueue, QueueUnavailable
 from service.routes import compare, decode, docs, encode, health, jobs, page
@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None, *, queue: JobQueue | None = Non
         try:
             async with anyio.create_task_group() as tasks:  # on the way out it waits for abandoned decodes
                 app.state.cpu_slots = CpuSlots(settings.decode_concurrency, tasks)
+                app.state.compare_slots = CpuSlots(settings.compare_concurrency, tasks)
                 await app.state.cpu_slots.run(decode.warm_up, settings.decode_device)
                 log.info("gsic service ready: %s queue, encode workers %s", type(queue).__name__,
                          [w.device for w in await queue.workers()])
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None, *, queue: JobQueue | None = Non
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.queue = queue
+    app.state.compare_share = ClientShare(settings.client_max_compares, "GSIC_CLIENT_MAX_COMPARES")
     install_error_handlers(app)
     app.add_exception_handler(QueueUnavailable, _queue_unavailable)
     for module in (encode, jobs, decode, compare, health, page, docs):

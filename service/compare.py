@@ -17,6 +17,7 @@ import codec
 
 # Pillow's quality ranges: JPEG above 95 mostly adds bytes, WebP's lossy scale is 0-100.
 QUALITY_RANGES = {"jpeg": (1, 95), "webp": (0, 100)}
+MAX_SIDE = 16383  # WebP's, the smaller of the two formats' limits
 
 
 @dataclass(frozen=True)

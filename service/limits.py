@@ -1,9 +1,12 @@
 """What one request may cost: the body cap (413 while the body streams in), the CPU slots that decodes and
-upload checks run in (with /decode's deadline), and the work one encode job may ask for (422)."""
+upload checks run in (with /decode's deadline), each client's share of the requests in flight (429), and the
+work one encode job may ask for (422)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import anyio
@@ -131,6 +134,29 @@ class CpuSlots:
         finally:
             self._limiter.release_on_behalf_of(borrower)
             finished.set()
+
+
+class ClientShare:
+    """How many requests of a route each client has in flight: past ``limit`` the next is 429 client_limit.
+    Counted in this process, on the event loop (nothing awaits between the check and the count)."""
+
+    def __init__(self, limit: int, setting: str) -> None:
+        self.limit, self.setting = limit, setting
+        self._in_flight: Counter[str] = Counter()
+
+    @contextmanager
+    def hold(self, client: str) -> Iterator[None]:
+        if self._in_flight[client] >= self.limit:
+            raise Problem(429, "client_limit", f"this client already has {self.limit} such requests in flight "
+                          f"({self.setting}); retry when one has answered", headers={"Retry-After": "1"},
+                          limit=self.setting)
+        self._in_flight[client] += 1
+        try:
+            yield
+        finally:
+            self._in_flight[client] -= 1
+            if not self._in_flight[client]:
+                del self._in_flight[client]
 
 
 def check_encode_work(width: int, height: int, params: EncodeOptions, limit: int) -> None:

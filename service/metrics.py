@@ -38,6 +38,9 @@ class Metrics:
         self.cpu_slots_busy = Gauge("gsic_cpu_slots_busy", "Decode / upload-check slots taken "
                                     "(of GSIC_DECODE_CONCURRENCY), by abandoned decodes too until they end.",
                                     registry=self.registry)
+        self.compare_slots_busy = Gauge("gsic_compare_slots_busy", "/compare slots taken (of "
+                                        "GSIC_COMPARE_CONCURRENCY), by comparisons past their deadline too until "
+                                        "they end.", registry=self.registry)
         self.decode_seconds = Histogram("gsic_decode_duration_seconds", "Wall time of /decode renders.",
                                         buckets=_LATENCY_BUCKETS, registry=self.registry)
         for state in JobStatus:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from codec.options import MAX_ITERATIONS
 
 
 class Settings(BaseSettings):
@@ -23,7 +26,7 @@ class Settings(BaseSettings):
                                    "the smaller of this and max_pixels applies.")
     decode_max_evaluations: int = Field(32_000_000, ge=1, description="Most work one /decode may take, in "
                                         "Gaussian-pixel evaluations (each Gaussian's 3-sigma box, plus "
-                                        "codec.decoder.GAUSSIAN_COST per Gaussian), checked before rendering.")
+                                        "codec.decode.decoder.GAUSSIAN_COST per Gaussian), checked before rendering.")
     queue_size: int = Field(64, ge=1, description="Most jobs waiting to run; a full queue answers 429.")
     client_max_queued: int = Field(16, ge=1, description="Most jobs one client (its API key when keys are on, "
                                    "else its address) may have waiting; more answer 429 client_limit.")
@@ -48,10 +51,19 @@ class Settings(BaseSettings):
     decode_device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$", description="Device for /decode.")
     decode_concurrency: int = Field(4, ge=1, description="Most decodes / upload validations run at once; "
                                     "more requests wait their turn.")
-    decode_timeout: float = Field(10.0, gt=0, description="Seconds one /decode may take, waiting for a slot "
-                                  "included; past it the answer is 503 decode_timeout (the render itself runs on "
-                                  "and keeps its slot until it ends, see service.limits.CpuSlots).")
-    max_iterations: int = Field(20_000, ge=1, description="Upper bound of the 'iterations' encode knob.")
+    decode_timeout: float = Field(10.0, gt=0, description="Seconds one /decode or /compare may take, waiting "
+                                  "for a slot included; past it the answer is 503 decode_timeout or "
+                                  "compare_timeout (the work itself runs on and keeps its slot until it ends, see "
+                                  "service.limits.CpuSlots).")
+    compare_max_pixels: int = Field(4_194_304, ge=1, description="Largest image /compare measures (width x "
+                                    "height; the smaller of this and max_pixels applies), checked from the header "
+                                    "before decoding; more answer 413 image_too_large.")
+    compare_concurrency: int = Field(2, ge=1, description="Most /compare requests measuring at once, in slots "
+                                     "of their own: they never take a /decode slot; more wait their turn.")
+    client_max_compares: int = Field(1, ge=1, description="Most /compare requests of one client in flight at "
+                                     "once; more answer 429 client_limit.")
+    max_iterations: int = Field(20_000, ge=1, le=MAX_ITERATIONS, description="Upper bound of the 'iterations' "
+                                "encode knob; at most the codec's own cap, codec.MAX_ITERATIONS.")
     max_attempts: int = Field(3, ge=1, description="A job whose worker died this many times fails.")
     request_read_timeout: float = Field(60.0, gt=0, description="Seconds a client has to send a whole "
                                         "request, head and body; a slower one is disconnected.")
@@ -68,4 +80,20 @@ class Settings(BaseSettings):
     allowed_origins: str | None = Field(None, description="Comma-separated origins (https://app.example) "
                                         "allowed to POST or DELETE from a browser besides the service's own; "
                                         "others answer 403 cross_origin. Requests without Origin or Referer pass.")
+    trusted_proxies: str | None = Field(None, description="Comma-separated addresses or networks (10.0.0.0/8) "
+                                        "of the proxies whose X-Forwarded-For and X-Forwarded-Proto are believed: "
+                                        "a request from one counts as from the client the header names, for the "
+                                        "per-client limits and the log. Unset: no proxy is, so no client can "
+                                        "choose the address it is counted as.")
     log_level: str = Field("info", description="uvicorn / service log level.")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: str | None) -> str | None:
+        entries = [entry.strip() for entry in (value or "").split(",") if entry.strip()]
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network") from None
+        return ",".join(entries) or None

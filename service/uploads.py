@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+import numpy as np
 from fastapi import UploadFile
 
 import codec
@@ -58,6 +59,13 @@ def sniff_format(data: bytes) -> str | None:
 
 def check_image(data: bytes, max_pixels: int) -> tuple[str, int, int]:
     """Sniff and fully read an upload; returns (format, width, height) or raises a Problem."""
+    fmt, pixels = load_upload(data, max_pixels)
+    height, width = pixels.shape[:2]
+    return fmt, int(width), int(height)
+
+
+def load_upload(data: bytes, max_pixels: int) -> tuple[str, np.ndarray]:
+    """Sniff and fully read an upload: (format, its [H, W, 3] uint8 pixels), or raise a Problem."""
     if not data:
         raise Problem(422, "empty_image", "the uploaded file is empty")
     fmt = sniff_format(data)
@@ -66,7 +74,7 @@ def check_image(data: bytes, max_pixels: int) -> tuple[str, int, int]:
                       f"the upload is not an image in a supported format ({', '.join(SUPPORTED_FORMATS)}); "
                       "the format is read from the bytes, not from the Content-Type")
     try:
-        pixels = codec.load_image(data, max_pixels=max_pixels)
+        return fmt, codec.load_image(data, max_pixels=max_pixels)
     except codec.ImageError as exc:
         status, code = _IMAGE_ERRORS.get(exc.code, (422, exc.code or "invalid_image"))
         if code == "unsupported_image" and fmt in _ALWAYS_READABLE:
@@ -75,8 +83,6 @@ def check_image(data: bytes, max_pixels: int) -> tuple[str, int, int]:
         raise Problem(status, code, str(exc)) from None
     except (ValueError, OSError, EOFError, SyntaxError, MemoryError) as exc:  # belt and braces: a reader bug
         raise Problem(422, "corrupt_image", f"the image cannot be read: {type(exc).__name__}: {exc}") from None
-    height, width = pixels.shape[:2]
-    return fmt, int(width), int(height)
 
 
 async def read_upload(file: UploadFile, max_bytes: int) -> bytes:

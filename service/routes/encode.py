@@ -54,7 +54,7 @@ async def submit_encode(
     try:
         params = codec.EncodeOptions(bpp=bpp, preset=preset, iterations=iterations, seed=seed)
     except ValueError as exc:
-        code = "unknown_preset" if bpp is None and preset not in codec.RATE_PRESETS else "invalid_parameters"
+        code = "unknown_preset" if preset is not None and preset not in codec.RATE_PRESETS else "invalid_parameters"
         raise Problem(422, code, str(exc)) from None
     if bpp is None and preset is None:  # stored and shown as the preset it ran at
         params = params.replace(preset=codec.DEFAULT_PRESET)

@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 
-from service.deps import CpuSlotsDep, MetricsDep, QueueDep
+from service.deps import CompareSlotsDep, CpuSlotsDep, MetricsDep, QueueDep
 from service.errors import PROBLEM_JSON, problems
 
 router = APIRouter(tags=["health"])
@@ -55,9 +55,11 @@ async def readyz(queue: QueueDep) -> Readiness | JSONResponse:
 
 @router.get("/metrics", response_class=Response, response_model=None, summary="Prometheus metrics",
             responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}})
-async def metrics(queue: QueueDep, metrics: MetricsDep, slots: CpuSlotsDep) -> Response:
+async def metrics(queue: QueueDep, metrics: MetricsDep, slots: CpuSlotsDep,
+                  compare_slots: CompareSlotsDep) -> Response:
     stats = await queue.stats()
     metrics.cpu_slots_busy.set(slots.busy)
+    metrics.compare_slots_busy.set(compare_slots.busy)
     metrics.set_job_counts(stats.by_state, stats.depth)
     metrics.set_workers(await queue.workers())
     return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)

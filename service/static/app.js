@@ -107,7 +107,14 @@ async function compare(file, bytes) {
   form.append("file", file);
   form.append("max_bytes", String(bytes));
   const response = await fetch("/compare", {method: "POST", body: form});
-  if (!response.ok) throw await problem(response);
+  if (!response.ok) {  // a refusal (too large, busy) leaves the rows empty with the reason, not the page in error
+    const reason = `not compared: ${(await problem(response)).message}`;
+    for (const row of ["jpeg", "webp"]) {
+      ["bytes", "bpp", "psnr"].forEach((cell) => { $(`${row}-${cell}`).textContent = ""; });
+      $(`${row}-note`).textContent = reason;
+    }
+    return;
+  }
   for (const rival of (await response.json()).rivals) {
     const note = rival.fits ? `quality ${rival.quality}` : `cannot get this small (quality ${rival.quality})`;
     setRow(rival.format, rival.bytes, rival.bpp, rival.psnr, note);

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench import load_memory
 from codec import ImageError, load_image
 
 
@@ -32,12 +33,42 @@ def test_sixteen_bit_is_scaled_not_clipped():
     assert pixels[0, :, 0].tolist() == [0, 1, 128, 255]
 
 
+def test_one_channel_inputs_of_every_depth_convert_as_before_across_row_blocks():
+    rng = np.random.default_rng(0)
+    values = rng.integers(0, 65536, size=(700, 1600), dtype=np.uint16)  # several row blocks
+    expected = np.round(values / 65535 * 255).astype(np.uint8)
+    for source in (_png(Image.fromarray(values)), values, values[:, :, None]):
+        pixels = load_image(source)
+        assert pixels.shape == (700, 1600, 3) and pixels.flags.c_contiguous
+        assert all(np.array_equal(pixels[..., c], expected) for c in range(3))
+    floats = np.array([[-1.0, 0.0, 0.5, 1.0, 2.0, np.nan, np.inf, -np.inf]], dtype=np.float32)
+    tiff = io.BytesIO()
+    Image.fromarray(floats).save(tiff, "TIFF")
+    for source in (tiff.getvalue(), floats):
+        assert load_image(source)[0, :, 1].tolist() == [0, 0, 128, 255, 255, 0, 255, 0]
+    ints = np.array([[0, 257, 65535]], dtype=np.int32)  # mode I within 16 bits: scaled by 65535
+    tiff = io.BytesIO()
+    Image.fromarray(ints).save(tiff, "TIFF")
+    assert load_image(tiff.getvalue())[0, :, 2].tolist() == [0, 1, 255]
+    gray = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    assert np.array_equal(load_image(gray), np.repeat(gray[:, :, None], 3, axis=2))
+
+
+@pytest.mark.parametrize("case", ["gray16", "float32"])
+def test_loading_a_deep_one_channel_image_costs_a_few_bytes_per_pixel(case):
+    # bench.load_memory: the peak RSS of the load above the RSS before it, in a fresh process.
+    measured = load_memory.measure_in_child(case, 2048)
+    assert measured["peak_bytes_per_pixel"] < 24, measured  # float64 RGB copies cost about 100 before
+
+
 def test_alpha_is_composited_over_white():
     rgba = np.zeros((2, 2, 4), dtype=np.uint8)
     rgba[0, 0] = [255, 0, 0, 255]  # opaque red stays red
     rgba[0, 1] = [255, 0, 0, 0]  # transparent becomes white
     pixels = load_image(_png(Image.fromarray(rgba, "RGBA")))
     assert pixels[0, 0].tolist() == [255, 0, 0] and pixels[0, 1].tolist() == [255, 255, 255]
+    half = np.array([[[1.0, 0.0, 0.0, 0.5]]])  # a float array's alpha, half red over white
+    assert load_image(half)[0, 0].tolist() == [255, 128, 128]
 
 
 def test_exif_orientation_is_applied():

@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 
 import codec
-from svc_helpers import metric
+from svc_helpers import assert_problem, image_bytes, metric
 
 
 def test_page_and_static_files_need_nothing_from_outside(idle_client):
@@ -73,3 +73,14 @@ def test_compare_refuses_bad_input_with_problems(idle_client, kodak_crop):
     assert no_size.status_code == 422 and no_size.json()["code"] == "invalid_request"
     zero = idle_client.post("/compare", files={"file": ("crop.png", kodak_crop, "image/png")}, data={"max_bytes": "0"})
     assert zero.status_code == 422
+
+
+def test_compare_refuses_a_side_webp_cannot_hold_with_a_413(idle_client):
+    for width, height in ((16384, 2), (2, 16384)):  # within GSIC_MAX_PIXELS and the .gsi format's sides
+        response = idle_client.post("/compare", files={"file": ("wide.png", image_bytes(width, height), "image/png")},
+                                    data={"max_bytes": "1000"})
+        body = assert_problem(response, 413, "image_too_large")
+        assert f"{width}x{height}" in body["message"] and "16383" in body["message"]
+    edge = idle_client.post("/compare", files={"file": ("edge.png", image_bytes(16383, 2), "image/png")},
+                            data={"max_bytes": "100000"})
+    assert edge.status_code == 200 and edge.json()["width"] == 16383
