@@ -11,13 +11,18 @@ the Dockerfile:
     package index answers only with it. The base image is kept for the next run.
   * TORCH_INDEX_URL (cpu): a PEP 503 index on loopback holding the CPU torch wheel from pip's find-links
     directory and the wheels torch depends on (`pip download`), so the build runs with `--network host`.
-Each step is printed; any failed check stops the run with a non-zero exit status.
+What the run needs from the machine beyond a Docker engine comes from Debian's packages: a missing
+`debootstrap` is installed with apt-get (as root). The compose step needs Compose v2 >= 2.24 (`docker
+compose`); without it, Debian's `docker-compose` package is installed where it is that version (Debian 13 on),
+and where it is not (Debian 12 packages Compose v1, which cannot read compose.yaml) the step is skipped with
+the reason printed. Each step is printed; any failed check stops the run with a non-zero exit status.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import json
 import os
@@ -50,6 +55,7 @@ HEALTHY_WITHIN = 240  # the HEALTHCHECK's 60 s start period and 3 x 30 s retries
 ENCODE_WITHIN = 900
 FIXTURE = ROOT / "tests" / "fixtures" / "kodim23_crop96x64.png"
 MIN_PSNR = 20.0  # a 400-iteration encode of this crop lands well above; a broken decode lands far below
+MIN_COMPOSE = (2, 24)  # the generated override file uses !override; Compose v1 rejects compose.yaml's `name:`
 
 
 def step(message: str) -> None:
@@ -74,6 +80,38 @@ def pip_setting(name: str) -> str | None:
         key, _, value = line.partition("=")
         values[key] = value.strip("'\"")
     return next((values[key] for key in (f"global.{name}", f":env:.{name}") if values.get(key)), None)
+
+
+def version_tuple(text: str) -> tuple[int, ...]:
+    """(2, 26, 1) of "v2.26.1", "2.26.1-4" or "1:2.26.1+ds1-4" (a Debian epoch and revision)."""
+    numbers = re.match(r"v?(\d+(?:\.\d+)*)", text.split(":", 1)[-1].strip())
+    return tuple(int(part) for part in numbers[1].split(".")) if numbers else ()
+
+
+@functools.cache
+def _apt_lists_updated() -> None:
+    run("apt-get", "update", "-qq", env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}, stdout=subprocess.DEVNULL)
+
+
+def apt_candidate(package: str) -> str | None:
+    """The version apt-get would install, or None (no apt here, or no such package)."""
+    if shutil.which("apt-cache") is None:
+        return None
+    if os.geteuid() == 0:
+        _apt_lists_updated()  # a fresh machine's package lists may be empty
+    found = re.search(r"Candidate: (\S+)", run("apt-cache", "policy", package, check=False))
+    return None if found is None or found[1] == "(none)" else found[1]
+
+
+def apt_install(*packages: str) -> None:
+    """Install Debian packages this run needs, or stop saying how to."""
+    command = f"apt-get install {' '.join(packages)}"
+    check(shutil.which("apt-get") is not None, f"this run needs {' '.join(packages)}; install it ({command})")
+    check(os.geteuid() == 0, f"this run needs {' '.join(packages)}; run it as root, or first: sudo {command}")
+    step(command)
+    _apt_lists_updated()
+    run("apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages,
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}, stdout=subprocess.DEVNULL)
 
 
 def free_port() -> int:
@@ -120,7 +158,8 @@ def ensure_base_image(docker: Docker) -> None:
         step(f"base image {BASE_IMAGE}: reused ({docker.size_mb(BASE_IMAGE):.0f} MB)")
         return
     step(f"base image {BASE_IMAGE}: debootstrap bookworm ({BASE_PACKAGES})")
-    check(shutil.which("debootstrap") is not None, "debootstrap makes the base image: apt-get install debootstrap")
+    if shutil.which("debootstrap") is None:
+        apt_install("debootstrap")
     cert = pip_setting("cert")
     with tempfile.TemporaryDirectory(prefix="gsic-base-") as tmp:
         rootfs = Path(tmp) / "rootfs"
@@ -314,7 +353,27 @@ def smoke_cpu(docker: Docker, image: str) -> None:
     docker("rm", NAME, stdout=subprocess.DEVNULL)
 
 
+def compose_unavailable(docker: Docker) -> str | None:
+    """None when `docker compose` is Compose v2 >= MIN_COMPOSE (installing Debian's docker-compose where that
+    package is such a version); otherwise why the compose step cannot run here."""
+    wanted = ".".join(map(str, MIN_COMPOSE))
+    if not docker.ok("compose", "version"):
+        candidate = apt_candidate("docker-compose")
+        if candidate is None or version_tuple(candidate) < MIN_COMPOSE:
+            packaged = f"Debian's docker-compose here is {candidate}" if candidate else "apt offers no docker-compose"
+            return f"docker has no compose plugin, and {packaged}, not Compose v2 >= {wanted}"
+        apt_install("docker-compose")
+    version = docker("compose", "version", "--short", check=False, stderr=subprocess.DEVNULL)
+    if version_tuple(version) < MIN_COMPOSE:
+        return f"docker compose is {version or 'not working'}, not Compose v2 >= {wanted}"
+    return None
+
+
 def smoke_compose(docker: Docker, image: str, workdir: Path) -> None:
+    reason = compose_unavailable(docker)
+    if reason is not None:
+        step(f"docker compose: SKIPPED, {reason} (the checks above ran on plain docker)")
+        return
     files = ["-f", str(ROOT / "docker/compose.yaml")]
     step("docker compose config: compose.yaml, and with compose.cpu.yaml")
     docker("compose", *files, "config", "--quiet")

@@ -15,7 +15,7 @@ from service.auth import ApiKeysInvalid
 from service.queue.lock import DataDirInUse, DataDirLock
 from service.queue.store import JobStore, StoreDamaged
 from service.settings import Settings
-from service.timeouts import with_read_timeout
+from service.timeouts import with_timeouts
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, *, settings: Settings | None = None) -> None:
@@ -39,7 +39,8 @@ def serve(host: str = "127.0.0.1", port: int = 8000, *, settings: Settings | Non
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # uvicorn believes X-Forwarded-For from 127.0.0.1 unless told otherwise: only GSIC_TRUSTED_PROXIES are.
     config = uvicorn.Config(app, host=host, port=port, log_level=level, timeout_graceful_shutdown=30,
-                            server_header=False, http=with_read_timeout(settings.request_read_timeout),
+                            server_header=False,
+                            http=with_timeouts(settings.request_read_timeout, settings.response_write_timeout),
                             proxy_headers=settings.trusted_proxies is not None,
                             forwarded_allow_ips=settings.trusted_proxies)
     uvicorn.Server(config).run()

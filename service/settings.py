@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1, description="A job whose worker died this many times fails.")
     request_read_timeout: float = Field(60.0, gt=0, description="Seconds a client has to send a whole "
                                         "request, head and body; a slower one is disconnected.")
+    response_write_timeout: float = Field(60.0, gt=0, description="Seconds a client may leave a response unread "
+                                          "while the server's send buffer is full; then the connection is cut.")
     api_keys: str | None = Field(None, description="Comma-separated API keys, or sha256:<hex> digests of "
                                  "keys; set, the encode, decode, compare, job and metrics routes answer 401 "
                                  "without one (Authorization: Bearer <key> or X-API-Key). Unset: open.")

@@ -8,6 +8,7 @@ CMD is run with this venv's `gsic` until /healthz answers.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -492,6 +493,104 @@ def test_smoke_script_on_a_real_engine():
     result = subprocess.run([sys.executable, str(SMOKE)], capture_output=True, text=True, timeout=3600, cwd=ROOT)
     print(result.stdout)
     assert result.returncode == 0, f"{result.stdout[-6000:]}\n{result.stderr[-4000:]}"
+
+
+# --------------------------------------------------------------------------------------------------
+# docker/smoke.py on a fresh machine: what it takes from Debian's packages, without an engine
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def smoke(monkeypatch):
+    """docker/smoke.py as a module, its commands recorded in ``smoke.commands`` instead of run."""
+    spec = importlib.util.spec_from_file_location("gsic_smoke", SMOKE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.commands = []
+    monkeypatch.setattr(module, "run", lambda *args, **kwargs: module.commands.append(args) or "")
+    return module
+
+
+class FakeDocker:
+    """The smoke script's Docker wrapper with no engine: ``compose`` is what ``docker compose version`` says."""
+
+    exe = "docker"
+
+    def __init__(self, compose: str | None = None):
+        self.compose, self.calls = compose, []
+
+    def ok(self, *args: str) -> bool:
+        self.calls.append(args)
+        return args[:2] == ("compose", "version") and self.compose is not None
+
+    def __call__(self, *args: str, **kwargs) -> str:
+        self.calls.append(args)
+        return self.compose or "" if args[:2] == ("compose", "version") else ""
+
+
+class Stop(Exception):
+    pass
+
+
+def test_smoke_installs_a_missing_debootstrap_instead_of_stopping(smoke, monkeypatch):
+    installed = []
+
+    def install(*packages):
+        installed.append(packages)
+        raise Stop  # the rest of the base image's making needs root and an engine
+
+    monkeypatch.setattr(smoke, "apt_install", install)
+    monkeypatch.setattr(smoke.shutil, "which", lambda name: None)
+    with pytest.raises(Stop):
+        smoke.ensure_base_image(FakeDocker())
+    assert installed == [("debootstrap",)]
+
+
+def test_smoke_apt_install_runs_apt_get_as_root_or_says_how(smoke, monkeypatch):
+    monkeypatch.setattr(smoke.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(smoke.os, "geteuid", lambda: 1000)
+    with pytest.raises(SystemExit, match="run it as root, or first: sudo apt-get install debootstrap"):
+        smoke.apt_install("debootstrap")
+    monkeypatch.setattr(smoke.os, "geteuid", lambda: 0)
+    smoke.apt_install("debootstrap")
+    assert smoke.commands == [("apt-get", "update", "-qq"),
+                              ("apt-get", "install", "-y", "-qq", "--no-install-recommends", "debootstrap")]
+    monkeypatch.setattr(smoke.shutil, "which", lambda name: None)
+    with pytest.raises(SystemExit, match=r"install it \(apt-get install debootstrap\)"):
+        smoke.apt_install("debootstrap")
+
+
+@pytest.mark.parametrize("plugin, candidate, installs, runs", [
+    ("v2.40.3", None, False, True),  # a compose plugin already there
+    (None, "2.26.1-4", True, True),  # Debian 13's docker-compose is Compose v2: installed
+    (None, "1.29.2-3", False, False),  # Debian 12's is Compose v1: the step is skipped, saying why
+    (None, None, False, False),  # no apt
+    ("2.20.2", None, False, False),  # a v2 too old for !override
+])
+def test_smoke_compose_step_installs_compose_or_says_why_it_skips(smoke, monkeypatch, capsys, tmp_path, plugin,
+                                                                  candidate, installs, runs):
+    docker = FakeDocker(plugin)
+    installed = []
+
+    def install(*packages):
+        installed.append(packages)
+        docker.compose = candidate.split("-")[0]  # the package's plugin answers from now on
+
+    monkeypatch.setattr(smoke, "apt_candidate", lambda package: candidate)
+    monkeypatch.setattr(smoke, "apt_install", install)
+    monkeypatch.setattr(smoke, "free_port", lambda: 8000)
+    if runs:
+        monkeypatch.setattr(docker, "state", lambda name: {"Status": "running", "Health": {"Status": "healthy"}},
+                            raising=False)
+        monkeypatch.setattr(smoke, "_answers", lambda url: True)
+    smoke.smoke_compose(docker, "gsic:smoke-cpu", tmp_path)
+    assert installed == ([("docker-compose",)] if installs else [])
+    ran_config = any(call[:1] == ("compose",) and "config" in call for call in docker.calls)
+    assert ran_config == runs
+    out = capsys.readouterr().out
+    if not runs:
+        assert "docker compose: SKIPPED" in out and "2.24" in out
+        assert (candidate or plugin or "apt offers no docker-compose") in out
 
 
 # --------------------------------------------------------------------------------------------------

@@ -19,6 +19,13 @@ def test_page_and_static_files_need_nothing_from_outside(idle_client):
         assert not re.search(r"(?:src|href)=\"(?:https?:)?//|url\(\s*['\"]?(?:https?:)?//|import\s+.*https?:", text)
 
 
+def test_head_of_the_page_answers_like_get(idle_client):
+    page, head = idle_client.get("/"), idle_client.head("/")
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-type"] == page.headers["content-type"]
+    assert head.headers["content-length"] == str(len(page.content))
+
+
 def test_docs_are_served_from_package_assets(idle_client):
     docs = idle_client.get("/docs")
     assert docs.status_code == 200

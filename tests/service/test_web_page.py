@@ -59,11 +59,12 @@ def server(tmp_path_factory):
         yield live
 
 
-def test_the_page_encodes_shows_the_api_numbers_and_zooms_from_the_gaussians(browser, server, tmp_path):
+def _encode_in_page(browser, url: str):
+    """Open the page, encode the crop at BPP and ITERATIONS, wait until everything is shown; the result panel."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
-    browser.get(server.url + "/")
+    browser.get(url + "/")
     assert "gsic" in browser.title
     browser.find_element(By.ID, "file").send_keys(str(CROP))
     assert not browser.find_element(By.ID, "bpp").is_displayed()
@@ -78,6 +79,14 @@ def test_the_page_encodes_shows_the_api_numbers_and_zooms_from_the_gaussians(bro
     WebDriverWait(browser, 120, poll_frequency=0.2).until(
         lambda d: result.get_attribute("data-ready") == "true" or d.find_element(By.ID, "error").is_displayed())
     assert not browser.find_element(By.ID, "error").is_displayed(), browser.find_element(By.ID, "error").text
+    return result
+
+
+def test_the_page_encodes_shows_the_api_numbers_and_zooms_from_the_gaussians(browser, server, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    result = _encode_in_page(browser, server.url)
     text = lambda element_id: browser.find_element(By.ID, element_id).text  # noqa: E731
 
     with httpx.Client(base_url=server.url, timeout=30) as http:
@@ -126,3 +135,16 @@ def test_the_api_docs_render_from_local_assets(browser, server):
     assert browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path[data-path='/decode']")
     scripts = [s.get_attribute("src") for s in browser.find_elements(By.TAG_NAME, "script") if s.get_attribute("src")]
     assert scripts and all(src.startswith(server.url + "/docs/assets/") for src in scripts)
+
+
+def test_a_refused_comparison_shows_its_reason_not_an_error(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    with LiveServer(tmp_path / "data", tmp_path / "server.log", GSIC_COMPARE_MAX_PIXELS="1000") as live:
+        _encode_in_page(browser, live.url)  # the page shows no error, and the result
+        gsic_bytes = browser.find_element(By.ID, "gsic-bytes").text
+        for row in ("jpeg", "webp"):
+            note = browser.find_element(By.ID, f"{row}-note").text
+            assert note.startswith("not compared: ") and "GSIC_COMPARE_MAX_PIXELS" in note, note
+            assert browser.find_element(By.ID, f"{row}-bytes").text == ""
+    assert gsic_bytes.endswith(" B")
