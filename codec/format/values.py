@@ -125,6 +125,12 @@ def dequantize_uniform(
     return (symbols * grid_steps(ranges, bits) + ranges[:, 0]).astype(np.float32)
 
 
-def grid_steps(ranges: np.ndarray, bits: int) -> np.ndarray:  # [D] float64 step per column
-    span = ranges[:, 1].astype(np.float64) - ranges[:, 0].astype(np.float64)
-    return np.where(span > 0, span, 1.0) / (2**bits - 1)
+def grid_steps(ranges: np.ndarray, bits: int) -> np.ndarray:  # [D, 2] -> [D] float64 step per column
+    return grid_step(ranges[:, 1].astype(np.float64) - ranges[:, 0].astype(np.float64), bits)
+
+
+def grid_step(span, bits: int, *, floor: float = 0.0, where=np.where):  # [D] span -> [D] step, span's type
+    """The one step of the uniform grids (paper eq. 7): span / (2^bits - 1), never finer than floor / (2^bits
+    - 1); a column of no span has step 1 / (2^bits - 1), all its values its minimum. ``span`` is a numpy
+    array, or a torch tensor with ``where=torch.where`` (the train side's, on the device)."""
+    return where(span > 0, span.clip(min=floor), 1.0) / (2**bits - 1)

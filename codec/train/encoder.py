@@ -258,9 +258,11 @@ class _Training:
         return QuantisedModel.cluster(gaussians, self._layout(plan), plan.k_shape, plan.k_color, self.generator)
 
     def _layout(self, plan: RatePlan) -> Layout:  # the ranges are the trained values', taken at the write
-        return Layout(self.width, self.height, self.config.blend_mode, plan.rows_sorted, plan.k_shape == 0,
-                      plan.k_color == 0, self.config.parametric_models, self.background, plan.position_bits,
-                      plan.shape_bits, plan.color_bits, shape_ranges=(), color_ranges=())
+        return Layout(width=self.width, height=self.height, blend_mode=self.config.blend_mode,
+                      rows_sorted=plan.rows_sorted, shape_per_gaussian=plan.shape_per_gaussian,
+                      color_per_gaussian=plan.color_per_gaussian, parametric_models=plan.parametric_models,
+                      background=self.background, position_bits=plan.position_bits, shape_bits=plan.shape_bits,
+                      color_bits=plan.color_bits, shape_ranges=(), color_ranges=())
 
     def fitted_inputs(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:  # nothing quantised yet
         g = self.gaussians
@@ -282,7 +284,7 @@ class _Training:
         loss = training_loss(image, target, self.config.distortion, self.config.ssim_weight)
         if self._rate_model is not None:  # D + lambda R, R in bits per pixel of the image
             loss = loss + self._rate_weight * bits_per_pixel(self._rate_model.coded_columns(self.gaussians),
-                                                             self.height * self.width)
+                                                             self._rate_model.layout, self.height * self.width)
         optimizers = [self.optimizer] + ([self._codebook_optimizer] if self._codebook_optimizer else [])
         for optimizer in optimizers:
             optimizer.zero_grad(set_to_none=True)  # parameters the quantised phase does not use stay untouched

@@ -16,8 +16,8 @@ from torch import Tensor
 from codec.train.gaussians import Gaussians
 from codec.decode.dequantise import scales_and_rotation
 from codec.format.values import COLOR_COLUMNS, SHAPE_COLUMNS, Layout, PositionGrid, QuantizedGaussians, format_bounds
-from codec.format.values import quantize_uniform
-from codec.train.rate_model import COLOR_MIN_SPAN
+from codec.format.streams import COLOR_VALUES, SHAPE_VALUES, ValueColumns
+from codec.format.values import grid_step, quantize_uniform
 
 LLOYD_ITERATIONS = 10
 
@@ -64,9 +64,8 @@ def fake_quantize(
     bits: int,
 ) -> Tensor:  # [M, D], forward quantised, backward identity (straight-through)
     lo = ranges[:, 0].to(values.dtype)
-    # The step of quantized.grid_steps, in float64 on the device, then rounded once to the values' dtype.
-    span = ranges[:, 1].double() - ranges[:, 0].double()
-    step = (torch.where(span > 0, span, 1.0) / (2**bits - 1)).to(values.dtype)
+    # The format's step in float64 on the device, as the host's grid_steps, then rounded once to the values' dtype.
+    step = grid_step(ranges[:, 1].double() - ranges[:, 0].double(), bits, where=torch.where).to(values.dtype)
     snapped = torch.round((values - lo) / step).clamp(0, 2**bits - 1) * step + lo
     return values + (snapped - values).detach()
 
@@ -152,17 +151,16 @@ class QuantisedModel:
         vectors = self._color_vectors(gaussians)
         return fake_quantize(vectors, _ranges(vectors, self._color_bounds), self.layout.color_bits)
 
-    def coded_columns(self, gaussians: Gaussians) -> list[tuple[Tensor, Tensor, int, float]]:
-        """(values [N, D], ranges [D, 2], bits, min_span) of each group coded per Gaussian: what the rate term counts
+    def coded_columns(self, gaussians: Gaussians) -> list[tuple[ValueColumns, Tensor, Tensor]]:
+        """(stream, values [N, D], ranges [D, 2]) of each group coded per Gaussian: what the rate term counts
         (``codec.train.rate_model``). The values are the unquantised ones, so the count moves smoothly with them."""
         columns = []
         if self.shape_vq is None:
             vectors = _shape_vectors(gaussians)
-            columns.append((vectors, _ranges(vectors, self._shape_bounds), self.layout.shape_bits, 0.0))
+            columns.append((SHAPE_VALUES, vectors, _ranges(vectors, self._shape_bounds)))
         if self.color_vq is None:
             vectors = self._color_vectors(gaussians)
-            columns.append((vectors, _ranges(vectors, self._color_bounds), self.layout.color_bits,
-                            COLOR_MIN_SPAN))
+            columns.append((COLOR_VALUES, vectors, _ranges(vectors, self._color_bounds)))
         return columns
 
     def render_inputs(self, gaussians: Gaussians) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:

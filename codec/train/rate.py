@@ -1,9 +1,10 @@
 """Rate control: the budget, the plan made from it, and the measure-and-adjust steps the encoder calls.
 
-Up front, the plan fills the budget with a model of the real stream (header, histograms, codebooks,
-entropy of row gaps and indices). During training the encoder measures the real stream (``measure``) and
-asks ``RateControl`` for the count that fits: growth aims at it while fitting, pruning enforces it once
-quantised, and the final write prunes whatever still overshoots.
+Up front, the plan fills the budget with a model of the real stream: the header and each coded stream's
+own estimate (``codec.format.streams``: models, codebooks, entropy of row gaps and indices). During
+training the encoder measures the real stream (``measure``) and asks ``RateControl`` for the count that
+fits: growth aims at it while fitting, pruning enforces it once quantised, and the final write prunes
+whatever still overshoots.
 """
 
 from __future__ import annotations
@@ -12,16 +13,13 @@ import math
 from dataclasses import dataclass
 
 from codec.format.bitstream import CRC_BYTES, HEADER_BYTES, write_bitstream
+from codec.format.streams import STREAMS, present
+from codec.format.values import QuantizedGaussians
 from codec.train.method import Method
-from codec.format.values import COLOR_COLUMNS, SHAPE_COLUMNS, QuantizedGaussians
 
 MIN_GAUSSIANS = 16
 MIN_K, MAX_K = 8, 256
 CODEBOOK_BITS = 8  # per column of a K-means codebook's entries (the per-Gaussian bits are the Method's)
-# Entropy coding saves about this much of each per-Gaussian column's bits: shapes 1.1-1.4 per column at 7
-# bits under the rate term, colours 1.1-1.6 at 6 bits (kodim23, kodim15, kodim05 at 0.125 bpp). Only the
-# plan uses these: the stream is measured, and the count follows the measurement.
-SHAPE_CODING_GAIN, COLOR_CODING_GAIN = 1.2, 1.2
 BUDGET_FILL = 0.985  # aim just under the budget: training after a measurement moves the size a little
 BUDGET_FIT_ROUNDS = 4  # measure-and-prune rounds of the Gaussian count when quantisation starts
 # The final write drops this much more than the measured excess predicts (Gaussians differ in cost), so
@@ -31,13 +29,24 @@ FINAL_PRUNE_MARGIN = 1.05
 
 @dataclass(frozen=True)
 class RatePlan:
+    """The counts and widths the plan picked: the format fields the coded streams depend on."""
+
     n_gaussians: int
-    k_shape: int
-    k_color: int
+    k_shape: int  # 0: shapes coded per Gaussian
+    k_color: int  # 0: colours coded per Gaussian
     position_bits: int
     rows_sorted: bool
     shape_bits: int
     color_bits: int
+    parametric_models: bool
+
+    @property
+    def shape_per_gaussian(self) -> bool:
+        return self.k_shape == 0
+
+    @property
+    def color_per_gaussian(self) -> bool:
+        return self.k_color == 0
 
 
 def plan_rate(target_bits: float, height: int, width: int, method: Method) -> RatePlan:
@@ -62,32 +71,17 @@ def _plan_for(n: int, method: Method) -> RatePlan:
     shapes, colors = method.shape_per_gaussian, method.color_per_gaussian
     # Order-free (accumulated) blending is exactly when the Gaussians can be stored sorted by row.
     return RatePlan(n, 0 if shapes else k, 0 if colors else k, method.position_bits, method.blend_mode == "sum",
-                    method.shape_bits if shapes else CODEBOOK_BITS, method.color_bits if colors else CODEBOOK_BITS)
+                    method.shape_bits if shapes else CODEBOOK_BITS, method.color_bits if colors else CODEBOOK_BITS,
+                    method.parametric_models)
 
 
 def estimate_bits(plan: RatePlan) -> float:
     n = plan.n_gaussians
-    if plan.rows_sorted:  # gaps between sorted rows: about geometric, with mean rows / n
-        mean_gap = (1 << plan.position_bits) / n
-        row_bits = (1 + mean_gap) * math.log2(1 + mean_gap) - mean_gap * math.log2(mean_gap)
-    else:
-        row_bits = plan.position_bits
-    # Accumulated blending (exactly when rows are sorted) folds opacity into per-Gaussian colours: 3 columns.
-    color_columns = len(COLOR_COLUMNS) - 1 if plan.rows_sorted else len(COLOR_COLUMNS)
-    index_bits, codebooks, histograms = 0.0, 0.0, 3 * math.sqrt(n)
-    for k, columns, coded_columns, bits, gain in ((plan.k_shape, SHAPE_COLUMNS, len(SHAPE_COLUMNS), plan.shape_bits,
-                                                   SHAPE_CODING_GAIN),
-                                                  (plan.k_color, COLOR_COLUMNS, color_columns, plan.color_bits,
-                                                   COLOR_CODING_GAIN)):
-        if k:
-            index_bits += 0.95 * math.log2(k)  # near-uniform use of the entries
-            codebooks += k * len(columns) * bits
-            histograms += k * (2 * math.log2(n / k + 1) + 1)
-        else:  # a histogram per column; coded columns cost about bits - gain each
-            index_bits += coded_columns * (bits - gain)
-            histograms += len(columns) * (1 << bits) * (2 * math.log2(n / (1 << bits) + 1) + 1)
-    per_gaussian = plan.position_bits + row_bits + index_bits
-    return 8 * (HEADER_BYTES + CRC_BYTES) + n * per_gaussian + codebooks + histograms + 32
+    per_gaussian, side = 0.0, 3 * math.sqrt(n)
+    for stream in present(STREAMS, plan):
+        stream_per_gaussian, stream_side = stream.plan_bits(plan)
+        per_gaussian, side = per_gaussian + stream_per_gaussian, side + stream_side
+    return 8 * (HEADER_BYTES + CRC_BYTES) + n * per_gaussian + side + 32
 
 
 def measure(q: QuantizedGaussians) -> int:

@@ -19,15 +19,17 @@ import math
 import torch
 from torch import Tensor
 
+from codec.format.streams import COLOR_VALUES, ValueColumns
+from codec.format.values import Layout, grid_step
+
 # ``Method.rate_weight`` is the weight at this target; at others it scales with REFERENCE_BPP / target: the
 # slope of distortion against rate falls as the rate grows (about D / R), so a weight fixed in bits per
-# pixel would weigh the rate ever more heavily at higher targets (on a 96 x 64 crop at 1 bpp it cost 1.9 dB).
+# pixel would weigh the rate ever more heavily at higher targets.
 REFERENCE_BPP = 0.125
-# The narrowest colour range the count resolves (2.5 levels of 8 bits): a colour column narrower than this
+# The narrowest range the count resolves, per stream: a colour column narrower than 2.5 levels of 8 bits
 # costs the picture nothing worth counting, on a grid as fine as its own. Shapes have no floor: every shape's
-# xy value starts at 0 (no rotation), and the floor there kept them from turning early (0.01 for shapes too:
-# kodim23 at 0.042 bpp 25.59 dB instead of 26.32).
-COLOR_MIN_SPAN = 0.01
+# xy value starts at 0 (no rotation), and a floor there kept them from turning early.
+MIN_SPAN = {COLOR_VALUES: 0.01}
 
 
 def weight_at(rate_weight: float, target_bpp: float) -> float:
@@ -38,7 +40,7 @@ def column_bits(
     values: Tensor,  # [N, D] one column per Gaussian attribute
     ranges: Tensor,  # [D, 2] (min, max) of the uniform grid of each column
     bits: int,
-    min_span: float = 0.0,  # the narrowest range resolved (COLOR_MIN_SPAN for colours)
+    min_span: float = 0.0,  # the narrowest range resolved (its stream's MIN_SPAN)
 ) -> Tensor:  # [] bits of the D columns' symbols under their own histograms
     n, columns = values.shape
     if n == 0:
@@ -46,10 +48,10 @@ def column_bits(
     levels = 2**bits - 1
     low_edge = ranges[:, 0].to(values.dtype)
     span = (ranges[:, 1] - ranges[:, 0]).to(values.dtype)
-    # As quantized.grid_steps, but never finer than min_span / levels: the soft count's gradient grows as
-    # 1 / step, and on a nearly constant column (a flat image's colours over its background) it flung the
-    # values apart faster than the distortion could hold them (a flat crop: 23.6 dB instead of lossless).
-    step = torch.where(span > 0, span.clamp(min=min_span), torch.ones_like(span)) / levels
+    # The format's step, but never finer than min_span / levels: the soft count's gradient grows as 1 / step,
+    # and on a nearly constant column (a flat image's colours over its background) it flung the values apart
+    # faster than the distortion could hold them.
+    step = grid_step(span, bits, floor=min_span, where=torch.where)
     position = ((values - low_edge) / step).clamp(0, levels)  # [N, D] in symbols
     lower = position.detach().floor().clamp(max=max(levels - 1, 0))
     upper_share = position - lower  # [N, D]: its gradient is what moves values between symbols
@@ -62,6 +64,8 @@ def column_bits(
     return (counts * (math.log2(n) - torch.log2(counts.clamp(min=1)))).sum()
 
 
-def bits_per_pixel(columns: list[tuple[Tensor, Tensor, int, float]], pixels: int) -> Tensor:  # [] the rate term
-    """``column_bits`` of every (values, ranges, bits, min_span) group, per pixel of the image."""
-    return sum(column_bits(*column) for column in columns) / pixels
+def bits_per_pixel(columns: list[tuple[ValueColumns, Tensor, Tensor]], layout: Layout,
+                   pixels: int) -> Tensor:  # [] the rate term
+    """``column_bits`` of each (stream, values [N, D], ranges [D, 2]) on its stream's grid, per pixel."""
+    return sum(column_bits(values, ranges, stream.group.bits(layout), MIN_SPAN.get(stream, 0.0))
+               for stream, values, ranges in columns) / pixels
