@@ -147,7 +147,7 @@ class JobStore:
             error_message=row["error_message"], result_bytes=row["result_bytes"], result_bpp=row["result_bpp"],
             result_psnr=row["result_psnr"], result_n_gaussians=row["result_n_gaussians"],
             result_seconds=row["result_seconds"], result_device=row["result_device"],
-            expires_at=None if finished_at is None else finished_at + self.retention,
+            expires_at=None if finished_at is None else finished_at + self.retention, client=row["client"],
         )
 
     def get(self, job_id: str) -> JobRecord | None:

@@ -6,10 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
 
-from service.deps import QueueDep
+from service.deps import ClientDep, QueueDep
 from service.errors import Problem, problems
-from service.jobs import Job, JobStatus, job_resource
-from service.queue.base import JobNotFound, ResultExpired, ResultNotReady
+from service.jobs import Job, JobRecord, JobStatus, job_resource, visible_to
+from service.queue.base import JobNotFound, JobQueue, ResultExpired, ResultNotReady
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -23,13 +23,22 @@ def _not_found(job_id: str) -> Problem:
     return Problem(404, "job_not_found", f"no job {job_id!r}")
 
 
-@router.get("/{job_id}", response_model=Job, summary="A job's state, progress and result",
-            responses={200: {"headers": _RETRY_AFTER}, **problems(404)})
-async def get_job(job_id: JobId, queue: QueueDep, response: Response) -> Job:
+async def _job_of(queue: JobQueue, job_id: str, client: str) -> JobRecord:
+    """The job, or 404 when there is none or another API key submitted it (the same answer: another key's job
+    ids are not revealed)."""
     try:
         record = await queue.get(job_id)
     except JobNotFound:
         raise _not_found(job_id) from None
+    if not visible_to(record, client):
+        raise _not_found(job_id)
+    return record
+
+
+@router.get("/{job_id}", response_model=Job, summary="A job's state, progress and result",
+            responses={200: {"headers": _RETRY_AFTER}, **problems(404)})
+async def get_job(job_id: JobId, queue: QueueDep, client: ClientDep, response: Response) -> Job:
+    record = await _job_of(queue, job_id, client)
     if not record.status.finished:
         response.headers["Retry-After"] = str(queue.retry_after(record))
     return job_resource(record)
@@ -44,7 +53,8 @@ async def get_job(job_id: JobId, queue: QueueDep, response: Response) -> Job:
                      "description": "The bitstream, as an attachment named {id}.gsi"},
                **problems(404, 409, 410)},
 )
-async def get_result(job_id: JobId, queue: QueueDep) -> Response:
+async def get_result(job_id: JobId, queue: QueueDep, client: ClientDep) -> Response:
+    await _job_of(queue, job_id, client)
     try:
         record, data = await queue.result(job_id)
     except JobNotFound:
@@ -72,7 +82,8 @@ async def get_result(job_id: JobId, queue: QueueDep) -> Response:
     responses={202: {"model": Job, "description": "Cancellation requested; the encode stops shortly."},
                **problems(404)},
 )
-async def cancel_job(job_id: JobId, queue: QueueDep, response: Response) -> Job:
+async def cancel_job(job_id: JobId, queue: QueueDep, client: ClientDep, response: Response) -> Job:
+    await _job_of(queue, job_id, client)
     try:
         record = await queue.cancel(job_id)
     except JobNotFound:
