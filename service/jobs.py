@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -73,6 +74,11 @@ class JobRecord:
     result_device: str | None = None
     expires_at: float | None = None  # finished_at + retention
     client: str | None = None  # Submission.client
+    result_sha256: str | None = None  # result_digest of the stored result
+
+
+def result_digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 KEY_CLIENT = "key:"  # the prefix of a client that is an API key (service.deps.ClientDep)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
@@ -9,7 +10,9 @@ from fastapi import APIRouter, Path, Response, status
 from service.deps import ClientDep, QueueDep
 from service.errors import Problem, problems
 from service.jobs import Job, JobRecord, JobStatus, job_resource, visible_to
-from service.queue.base import JobNotFound, JobQueue, ResultExpired, ResultNotReady
+from service.queue.base import JobNotFound, JobQueue, ResultDamaged, ResultExpired, ResultNotReady
+
+log = logging.getLogger("gsic.service")
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -51,7 +54,7 @@ async def get_job(job_id: JobId, queue: QueueDep, client: ClientDep, response: R
     summary="The encoded .gsi bitstream",
     responses={200: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
                      "description": "The bitstream, as an attachment named {id}.gsi"},
-               **problems(404, 409, 410)},
+               **problems(404, 409, 410, 500)},
 )
 async def get_result(job_id: JobId, queue: QueueDep, client: ClientDep) -> Response:
     await _job_of(queue, job_id, client)
@@ -67,6 +70,9 @@ async def get_result(job_id: JobId, queue: QueueDep, client: ClientDep) -> Respo
         raise Problem(409, "job_not_succeeded", message, headers=headers, job_status=state.value) from None
     except ResultExpired:
         raise Problem(410, "result_expired", f"the result of job {job_id} is past its retention period") from None
+    except ResultDamaged as exc:
+        log.error("%s", exc)
+        raise Problem(500, "result_damaged", str(exc)) from None
     return Response(data, media_type="application/octet-stream",
                     headers={"Content-Disposition": f'attachment; filename="{record.id}.gsi"',
                              "X-Gsic-Psnr": f"{record.result_psnr:.4f}", "X-Gsic-Bpp": f"{record.result_bpp:.6f}"})

@@ -117,6 +117,7 @@ def test_a_store_of_the_previous_schema_is_upgraded_with_its_jobs(make_client, t
     first.__exit__(None, None, None)
     with sqlite3.connect(tmp_path / "data" / "jobs.sqlite3") as db:  # as the release before jobs.client left it
         db.execute("ALTER TABLE jobs DROP COLUMN client")
+        db.execute("ALTER TABLE jobs DROP COLUMN result_sha256")
         db.execute("PRAGMA user_version = 1")
     second = make_client(workers=0, client_max_queued=1)
     assert second.get(f"/jobs/{old_job}").json()["status"] == "queued"
