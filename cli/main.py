@@ -184,6 +184,9 @@ def _worker(args) -> int:
         devices = [dev for d in args.device for dev in worker_devices(Settings(device=d).device, None)]
     else:
         devices = worker_devices(settings.device, settings.workers)
+    if not devices:
+        raise ValueError("GSIC_WORKERS=0 leaves gsic worker no encoder to run; unset it (one worker per GPU, or one "
+                         "on the CPU) or set how many to run")
     if args.name and len(devices) == 1:
         names = [args.name]
     else:

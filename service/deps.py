@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from service.auth import CLIENT_KEY
+from service.jobs import KEY_CLIENT
 from service.limits import ClientShare, CpuSlots
 from service.metrics import Metrics
 from service.queue.base import JobQueue
@@ -41,7 +42,7 @@ def _client(request: Request) -> str:
     """Who the per-client job limits count: the API key's digest when keys are on, else the remote address."""
     key = getattr(request.state, CLIENT_KEY, None)
     if key is not None:
-        return f"key:{key}"
+        return f"{KEY_CLIENT}{key}"
     return f"addr:{request.client.host if request.client else 'unknown'}"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -72,6 +73,29 @@ class JobRecord:
     result_seconds: float | None = None
     result_device: str | None = None
     expires_at: float | None = None  # finished_at + retention
+    client: str | None = None  # Submission.client
+    result_sha256: str | None = None  # result_digest of the stored result
+
+
+def result_digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+KEY_CLIENT = "key:"  # the prefix of a client that is an API key (service.deps.ClientDep)
+
+
+def visible_to(record: JobRecord, client: str) -> bool:
+    """Whether ``client`` may see the job: one submitted with an API key is that key's alone; one submitted
+    while keys were off is anyone's (then nobody has an identity to scope it by)."""
+    return record.client is None or not record.client.startswith(KEY_CLIENT) or record.client == client
+
+
+def idempotency_scope(client: str, key: str | None) -> str | None:
+    """The Idempotency-Key as stored: under an API key it is that key's own, so another key's replay neither
+    finds the job nor learns that the key was used."""
+    if key is None or not client.startswith(KEY_CLIENT):
+        return key
+    return f"{client}/{key}"
 
 
 # ---- the API resource -------------------------------------------------------------------------------------

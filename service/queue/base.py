@@ -14,7 +14,7 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
-from service.jobs import JobRecord, JobStatus, Submission
+from service.jobs import JobRecord, JobStatus, Submission, result_digest
 
 
 class QueueError(Exception):
@@ -65,6 +65,15 @@ class ResultExpired(QueueError):
         self.record = record
 
 
+class ResultDamaged(QueueError):
+    """The stored result no longer matches the digest written with it (the store was damaged)."""
+
+    def __init__(self, record: JobRecord):
+        super().__init__(f"the stored result of job {record.id} does not match its digest: the job store is "
+                         "damaged, so it is not served")
+        self.record = record
+
+
 @dataclass(frozen=True)
 class WorkerInfo:
     name: str
@@ -105,7 +114,7 @@ class JobQueue(ABC):
         """The job as it is now; raises JobNotFound."""
 
     async def result(self, job_id: str) -> tuple[JobRecord, bytes]:
-        """The bitstream; raises JobNotFound, ResultNotReady or ResultExpired."""
+        """The bitstream; raises JobNotFound, ResultNotReady, ResultExpired or ResultDamaged."""
         record = await self.get(job_id)
         if record.status is not JobStatus.succeeded:
             raise ResultNotReady(record)
@@ -114,6 +123,8 @@ class JobQueue(ABC):
         data = await self._result_bytes(job_id)
         if data is None:  # dropped (past retention) between the two reads
             raise ResultExpired(record)
+        if record.result_sha256 is not None and result_digest(data) != record.result_sha256:
+            raise ResultDamaged(record)
         return record, data
 
     @abstractmethod

@@ -233,9 +233,8 @@ class RedisJobStore:
         job_id = str(uuid.uuid4())
         record = JobRecord(id=job_id, status=JobStatus.queued, params=submission.params, width=submission.width,
                            height=submission.height, input_bytes=len(submission.image),
-                           input_format=submission.image_format, created_at=time.time())
-        pairs = _pairs(record, fingerprint=submission.fingerprint, idempotency_key=submission.idempotency_key,
-                       client=submission.client)
+                           input_format=submission.image_format, created_at=time.time(), client=submission.client)
+        pairs = _pairs(record, fingerprint=submission.fingerprint, idempotency_key=submission.idempotency_key)
         client = "" if submission.client is None else json.dumps(submission.client)
         idem = "" if submission.idempotency_key is None else _key("idem", submission.idempotency_key)
         outcome, value = await self._submit(keys=[_QUEUED, idem, _key("job", job_id), _key("input", job_id)],

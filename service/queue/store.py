@@ -4,15 +4,18 @@ One connection guarded by a lock, WAL journal: a commit survives the process bei
 point, and a job's row and its input (or its result and final state) are written in one transaction, so a
 restart never sees half a job.
 
-A store is checked when it opens (``StoreDamaged``, and ``gsic serve`` refuses to start): SQLite's
-quick_check, a WAL whose header is not a WAL's, and a database that is missing or empty although this data
-dir has held one (the ``.created`` marker beside it), which SQLite would otherwise recreate empty.
+A store is checked when it opens (``StoreDamaged``, and ``gsic serve`` refuses to start with a one-line
+reason): the WAL's header and frames against their checksums (before SQLite reads it: it would drop the
+commits after a damaged frame without a word), SQLite's integrity_check, and a database that is missing or
+empty although this data dir has held one (the ``.created`` marker beside it), which SQLite would otherwise
+recreate empty. A result is stored with its SHA-256, checked when it is served (``JobQueue.result``).
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import struct
 import threading
 import time
 import uuid
@@ -20,13 +23,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
+
 from codec import EncodeOptions
-from service.jobs import JobRecord, JobStatus, Submission, client_params
+from service.jobs import JobRecord, JobStatus, Submission, client_params, result_digest
 from service.queue.base import ClientLimit, IdempotencyConflict, QueueFull, SubmitOutcome
 
-SCHEMA_VERSION = 2  # 2: jobs.client (the per-client limits)
+SCHEMA_VERSION = 3  # 2: jobs.client (the per-client limits); 3: jobs.result_sha256
 STORE_FILE = "jobs.sqlite3"  # in the data dir, with its -wal and -shm files and the .created marker
 _WAL_MAGIC = (0x377F0682, 0x377F0683)  # the first big-endian word of a WAL file (SQLite's file format)
+_WAL_HEADER, _WAL_FRAME_HEADER = 32, 24  # bytes
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -57,7 +63,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     result_seconds REAL,
     result_device TEXT,
     purged INTEGER NOT NULL DEFAULT 0,
-    client TEXT
+    client TEXT,
+    result_sha256 TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
 CREATE TABLE IF NOT EXISTS blobs (
@@ -93,9 +100,9 @@ class JobStore:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # durable against process death; WAL keeps it consistent
-        problems = [row[0] for row in self._db.execute("PRAGMA quick_check")]
+        problems = [" ".join(row[0].split()) for row in self._db.execute("PRAGMA integrity_check(3)")]
         if problems != ["ok"]:
-            raise StoreDamaged(f"{self.path} is damaged ({'; '.join(problems[:3])}); restore it (with its -wal "
+            raise StoreDamaged(f"{self.path} is damaged ({'; '.join(problems)}); restore it (with its -wal "
                                "file) from a backup")
         with self._tx() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
@@ -103,10 +110,12 @@ class JobStore:
                 raise StoreDamaged(f"{self.path} is empty or missing, but this data dir held a job store: its "
                                    "jobs are gone; restore it (with its -wal file) from a backup, or remove "
                                    f"{self.path.name}.created to start afresh")
-            if version not in (0, 1, SCHEMA_VERSION):
+            if version not in (0, 1, 2, SCHEMA_VERSION):
                 raise RuntimeError(f"{self.path}: job store schema {version}, this service knows {SCHEMA_VERSION}")
-            if version == 1:  # a store of the previous release: its jobs count for no client
+            if version == 1:  # a store of an earlier release: its jobs count for no client
                 db.execute("ALTER TABLE jobs ADD COLUMN client TEXT")
+            if version in (1, 2):  # its results have no digest to check
+                db.execute("ALTER TABLE jobs ADD COLUMN result_sha256 TEXT")
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
@@ -147,7 +156,8 @@ class JobStore:
             error_message=row["error_message"], result_bytes=row["result_bytes"], result_bpp=row["result_bpp"],
             result_psnr=row["result_psnr"], result_n_gaussians=row["result_n_gaussians"],
             result_seconds=row["result_seconds"], result_device=row["result_device"],
-            expires_at=None if finished_at is None else finished_at + self.retention,
+            expires_at=None if finished_at is None else finished_at + self.retention, client=row["client"],
+            result_sha256=row["result_sha256"],
         )
 
     def get(self, job_id: str) -> JobRecord | None:
@@ -233,8 +243,9 @@ class JobStore:
             db.execute(
                 "UPDATE jobs SET status = 'succeeded', finished_at = ?, result_bytes = ?, result_bpp = ?, "
                 "result_psnr = ?, result_n_gaussians = ?, result_seconds = ?, result_device = ?, "
-                "progress_iteration = ?, progress_total = ? WHERE id = ?",
-                (time.time(), len(data), bpp, psnr, n_gaussians, seconds, device, iteration, total, job_id))
+                "progress_iteration = ?, progress_total = ?, result_sha256 = ? WHERE id = ?",
+                (time.time(), len(data), bpp, psnr, n_gaussians, seconds, device, iteration, total,
+                 result_digest(data), job_id))
 
     def finish(self, job_id: str, status: JobStatus, code: str | None = None, message: str | None = None) -> None:
         """End a job as failed or canceled (its input is dropped)."""
@@ -308,10 +319,68 @@ class JobStore:
 
 
 def _check_wal(wal: Path) -> None:
-    """A WAL SQLite would ignore (zeroed or overwritten header) silently drops the commits it holds."""
-    if wal.exists() and wal.stat().st_size > 0:
-        with wal.open("rb") as file:
-            head = file.read(4)
-        if len(head) < 4 or int.from_bytes(head, "big") not in _WAL_MAGIC:
+    """Refuse a WAL whose commits SQLite would drop without a word: it replays frames up to the first whose
+    checksum fails, or whose salts are not the header's, and ignores the whole log when the header's own
+    checksum fails. So a damaged header, a frame of this log's generation that fails its checksum, or one
+    followed later by frames of this generation all mean lost commits (acknowledged jobs)."""
+    if not wal.exists() or wal.stat().st_size == 0:
+        return
+    restore = f"restore the database with its {wal.name} from a backup, or move {wal.name} away to start from " \
+              "the last checkpoint without the jobs it holds"
+    with wal.open("rb") as file:
+        header = file.read(_WAL_HEADER)
+        if len(header) < _WAL_HEADER or int.from_bytes(header[:4], "big") not in _WAL_MAGIC:
             raise StoreDamaged(f"{wal} is not a write-ahead log (zeroed or overwritten): the jobs it holds would "
-                               "be lost; restore it with the database from a backup")
+                               f"be lost; {restore}")
+        magic, _, page_size, _, salt1, salt2, sum1, sum2 = struct.unpack(">8I", header)
+        order = ">u4" if magic & 1 else "<u4"  # the checksum's byte order, named by the magic's last bit
+        frame_size = _WAL_FRAME_HEADER + page_size
+        frames = (wal.stat().st_size - _WAL_HEADER) // frame_size
+        checksum = _WalChecksum(order)
+        if checksum.update(header[:24]) != (sum1, sum2):
+            if frames:
+                raise StoreDamaged(f"{wal}: its header fails its checksum, so SQLite would ignore the {frames} "
+                                   f"frames it holds; {restore}")
+            return
+        ended = None  # the first frame that is not this generation's: the log's end, unless more follow
+        for index in range(frames):
+            frame = file.read(frame_size)
+            salts = struct.unpack(">2I", frame[8:16])
+            if salts != (salt1, salt2):
+                ended = index if ended is None else ended
+                continue
+            if ended is not None:
+                raise StoreDamaged(f"{wal}: frame {ended} of {frames} is damaged (its salts), so SQLite would drop "
+                                   f"the commits after it; {restore}")
+            checksum.update(frame[:8])
+            if checksum.update(frame[_WAL_FRAME_HEADER:]) != struct.unpack(">2I", frame[16:24]):
+                raise StoreDamaged(f"{wal}: frame {index} of {frames} fails its checksum, so SQLite would drop "
+                                   f"the commits from there on; {restore}")
+
+
+class _WalChecksum:
+    """SQLite's running WAL checksum: for each pair of 32-bit words (x0, x1), s0 += x0 + s1, then s1 += x1 + s0,
+    modulo 2**32. That step is linear, s' = M s + (x0, x0 + x1) with M = [[1, 1], [1, 2]], so a block of n pairs
+    is M**n s plus a sum numpy computes at once."""
+
+    _STEP = np.array([[1, 1], [1, 2]], dtype=np.uint64)
+    _MASK = np.uint64(0xFFFFFFFF)
+
+    def __init__(self, order: str) -> None:
+        self.order = order
+        self.sums = np.zeros(2, dtype=np.uint64)
+        self._powers = np.eye(2, dtype=np.uint64)[None]  # [n, 2, 2]: M**0 .. M**(n - 1), grown on demand
+
+    def _power_table(self, n: int) -> np.ndarray:  # [n + 1, 2, 2]
+        while len(self._powers) <= n:
+            self._powers = np.concatenate([self._powers, (self._STEP @ self._powers[-1] & self._MASK)[None]])
+        return self._powers[:n + 1]
+
+    def update(self, data: bytes) -> tuple[int, int]:
+        words = np.frombuffer(data, dtype=self.order).astype(np.uint64)
+        first, second = words[0::2], words[1::2]
+        steps = np.stack([first, (first + second) & self._MASK], axis=1)  # [n, 2]
+        powers = self._power_table(len(steps))
+        # uint64 products and sums wrap modulo 2**64, which keeps them right modulo 2**32
+        self.sums = (powers[-1] @ self.sums + np.einsum("kij,kj->i", powers[-2::-1], steps)) & self._MASK
+        return int(self.sums[0]), int(self.sums[1])

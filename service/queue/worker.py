@@ -42,7 +42,7 @@ from arq.jobs import Job as ArqJob
 from arq.jobs import JobStatus as ArqJobStatus
 
 import codec
-from service.jobs import JobRecord, JobStatus
+from service.jobs import JobRecord, JobStatus, result_digest
 from service.queue.encoding import EncodeFn, EncodeOutcome, LiveProgress, run_encode
 from service.queue.redis_store import ClientBusy, RedisJobStore
 from service.settings import Settings
@@ -259,6 +259,7 @@ class EncodeWorker:
                 job_id, JobStatus.succeeded, owner, result=report.data, result_bytes=len(report.data),
                 result_bpp=report.bpp, result_psnr=report.psnr, result_n_gaussians=report.n_gaussians,
                 result_seconds=report.seconds, result_device=str(report.device),
+                result_sha256=result_digest(report.data),
                 progress_iteration=live.final_iteration, progress_total=live.total)
             if written:
                 await self._store.record_encode_seconds(outcome.seconds)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, File, Form, Header, Response, UploadFile, status
 import codec
 from service.deps import ClientDep, CpuSlotsDep, QueueDep, SettingsDep
 from service.errors import Problem, problems
-from service.jobs import Job, Submission, job_resource
+from service.jobs import Job, Submission, idempotency_scope, job_resource
 from service.limits import check_encode_work
 from service.queue.base import ClientLimit, IdempotencyConflict, QueueFull
 from service.uploads import check_image, fingerprint, read_upload
@@ -72,7 +72,8 @@ async def submit_encode(
     image_format, width, height = await slots.run(check_image, data, settings.max_pixels)
     check_encode_work(width, height, params, settings.max_encode_work)
     submission = Submission(image=data, image_format=image_format, width=width, height=height, params=params,
-                            fingerprint=fingerprint(data, params), idempotency_key=idempotency_key, client=client)
+                            fingerprint=fingerprint(data, params),
+                            idempotency_key=idempotency_scope(client, idempotency_key), client=client)
     try:
         outcome = await queue.submit(submission)
     except QueueFull as exc:

@@ -21,7 +21,7 @@ class Worker(BaseModel):
     name: str
     device: str
     alive: bool
-    busy_with: str | None = Field(description="The job it is encoding, if any.")
+    busy: bool = Field(description="Whether it is encoding a job now (which job is not shown: /readyz is open).")
 
 
 class Readiness(BaseModel):
@@ -39,7 +39,8 @@ async def healthz() -> Alive:
 @router.get("/readyz", response_model=Readiness, summary="Readiness: an encode worker runs on a named device",
             responses=problems(503))
 async def readyz(queue: QueueDep) -> Readiness | JSONResponse:
-    workers = [Worker(name=w.name, device=w.device, alive=w.alive, busy_with=w.busy_with) for w in await queue.workers()]
+    workers = [Worker(name=w.name, device=w.device, alive=w.alive, busy=w.busy_with is not None)
+               for w in await queue.workers()]
     stats = await queue.stats()
     devices = sorted({w.device for w in workers if w.alive})
     ready = bool(devices)

@@ -55,6 +55,38 @@ def test_a_client_at_its_running_limit_waits_while_others_run(make_app, kodak_cr
     assert wait_for_job(client, second_a, A)["status"] == "succeeded"
 
 
+def test_a_job_is_its_key_s_alone_and_readyz_names_no_job(make_app, kodak_crop, small_png):
+    """Any valid key could read, download or cancel another key's job, and the open /readyz listed the ids of
+    running jobs."""
+    client = make_app(workers=1, api_keys=KEYS)
+    long_a = submit(client, kodak_crop, headers=A, iterations="20000").json()["id"]  # minutes unless canceled
+    deadline = time.monotonic() + 60
+    while client.get(f"/jobs/{long_a}", headers=A).json()["status"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    while not (ready := client.get("/readyz")).json()["workers"][0]["busy"]:  # Redis: at the next heartbeat
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert long_a not in ready.text
+    for response in (client.get(f"/jobs/{long_a}", headers=B), client.get(f"/jobs/{long_a}/result", headers=B),
+                     client.delete(f"/jobs/{long_a}", headers=B)):
+        assert_problem(response, 404, "job_not_found")
+    assert client.get(f"/jobs/{long_a}", headers=A).json()["cancel_requested"] is False  # B's DELETE did nothing
+    client.delete(f"/jobs/{long_a}", headers=A)
+    assert wait_for_job(client, long_a, A)["status"] == "canceled"
+
+    key = {"Idempotency-Key": "mine"}
+    short_a = submit(client, small_png, headers={**A, **key}).json()["id"]
+    assert wait_for_job(client, short_a, A)["status"] == "succeeded"
+    assert client.get(f"/jobs/{short_a}/result", headers=A).status_code == 200
+    assert_problem(client.get(f"/jobs/{short_a}/result", headers=B), 404, "job_not_found")
+    # The same Idempotency-Key under another key is another key's: a job of its own, not A's.
+    replay_b = submit(client, small_png, headers={**B, **key})
+    assert replay_b.status_code == 202 and replay_b.json()["id"] != short_a
+    assert submit(client, small_png, headers={**A, **key}).json()["id"] == short_a
+    assert wait_for_job(client, replay_b.json()["id"], B)["status"] == "succeeded"
+
+
 def wait_for_job(client, job_id: str, headers: dict) -> dict:
     deadline = time.monotonic() + 120
     while True:
@@ -85,6 +117,7 @@ def test_a_store_of_the_previous_schema_is_upgraded_with_its_jobs(make_client, t
     first.__exit__(None, None, None)
     with sqlite3.connect(tmp_path / "data" / "jobs.sqlite3") as db:  # as the release before jobs.client left it
         db.execute("ALTER TABLE jobs DROP COLUMN client")
+        db.execute("ALTER TABLE jobs DROP COLUMN result_sha256")
         db.execute("PRAGMA user_version = 1")
     second = make_client(workers=0, client_max_queued=1)
     assert second.get(f"/jobs/{old_job}").json()["status"] == "queued"

@@ -80,8 +80,7 @@ def test_cancel_running_job_and_progress(make_redis_client, kodak_crop):
         time.sleep(0.05)
         job = client.get(f"/jobs/{job['id']}").json()
     assert job["status"] == "running" and job["progress"]["total"] == 20000 and job["psnr"] is not None
-    busy = client.get("/readyz").json()["workers"][0]["busy_with"]
-    assert busy == job["id"]
+    assert client.get("/readyz").json()["workers"][0]["busy"] is True
     response = client.delete(f"/jobs/{job['id']}")
     assert response.status_code == 202 and response.json()["cancel_requested"] is True
     stopped = time.monotonic()
@@ -310,3 +309,21 @@ def test_unreachable_redis_is_a_503_not_a_crash(make_client, tmp_path, small_png
             body = assert_problem(response, 503, "queue_unavailable")
             assert "cannot be reached" in body["message"] and response.headers["Retry-After"] == "5"
         assert client.get("/healthz").status_code == 200
+
+
+def test_gsic_worker_refuses_to_start_no_encoder(redis_url):
+    """GSIC_WORKERS=0 (easily inherited from the API replicas' env file) used to start nothing, connect to
+    nothing and say nothing, for ever."""
+    import os
+    import subprocess
+    import sys
+
+    from svc_helpers import REPO
+
+    env = {**os.environ, "GSIC_QUEUE_URL": redis_url, "GSIC_WORKERS": "0", "GSIC_DEVICE": "cpu"}
+    run = subprocess.run([sys.executable, "-m", "cli.main", "worker"], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines() == [
+        "gsic worker: error: GSIC_WORKERS=0 leaves gsic worker no encoder to run; unset it (one worker per GPU, "
+        "or one on the CPU) or set how many to run"]

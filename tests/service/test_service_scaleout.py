@@ -95,14 +95,18 @@ def recorded_successes(running: Cluster) -> Counter:
     return Counter(job_id for w in running.workers for job_id in pattern.findall(w.log(tail=None)))
 
 
-def wait_running_on_a_worker(http: httpx.Client, job_id: str, timeout: float = 120) -> str:
-    """Until ``job_id`` has reported progress; the name of the worker /readyz says runs it."""
+def wait_running_on_a_worker(running: Cluster, http: httpx.Client, job_id: str, timeout: float = 120) -> str:
+    """Until ``job_id`` has reported progress; the name of the worker that runs it (its attempt holds the job
+    in Redis as ``name/attempt``; /readyz names no job)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = job_of(http, job_id)
-        busy = [w["name"] for w in http.get("/readyz").json()["workers"] if w["busy_with"] == job_id and w["alive"]]
-        if job["status"] == "running" and job["progress"]["iteration"] >= 1 and busy:
-            return busy[0]
+        with redis.Redis.from_url(running.env["GSIC_QUEUE_URL"]) as r:
+            owner = (r.hget(f"gsic:job:{job_id}", "owner") or b"").decode()
+        worker = owner.partition("/")[0]
+        started = job["status"] == "running" and job["progress"]["iteration"] >= 1
+        if started and worker and worker_state(http, worker)["busy"]:
+            return worker
         assert job["status"] not in FINISHED, job
         time.sleep(0.05)
     raise AssertionError(f"job {job_id} did not run: {job_of(http, job_id)}")
@@ -146,7 +150,7 @@ def shared(redis_server, tmp_path_factory):
 def test_progress_and_cancel_reach_across_api_processes(shared):
     with shared.http(0) as first, shared.http(1) as second:
         job_id = submit(first, TINY, iterations="20000").json()["id"]  # minutes unless stopped
-        worker = wait_running_on_a_worker(second, job_id)
+        worker = wait_running_on_a_worker(shared, second, job_id)
         seen = job_of(second, job_id)
         assert seen["progress"]["total"] == 20000 and 0 < seen["progress"]["fraction"] < 1
         assert seen["psnr"] is not None and seen["attempts"] == 1
@@ -158,7 +162,7 @@ def test_progress_and_cancel_reach_across_api_processes(shared):
         assert time.monotonic() - asked < LEASE_SECONDS + 2  # the next lease renewal carried the cancel
         assert job["progress"]["iteration"] < 20000
         deadline = time.monotonic() + 10
-        while worker_state(first, worker)["busy_with"] is not None:  # the worker is free again
+        while worker_state(first, worker)["busy"]:  # the worker is free again
             assert time.monotonic() < deadline, first.get("/readyz").json()
             time.sleep(0.1)
 
@@ -169,7 +173,7 @@ def test_sigkilled_worker_job_runs_again_once_and_death_shows(shared):
     victim_iterations = "3000"
     ids = submit_all(shared, 8, "kill", iterations=lambda i: victim_iterations if i == 0 else "30")
     with shared.http(0) as first, shared.http(1) as second:
-        victim = wait_running_on_a_worker(first, ids[0])  # the long job, mid-encode
+        victim = wait_running_on_a_worker(shared, first, ids[0])  # the long job, mid-encode
         shared.worker(victim).kill()
         killed = time.time()
         # Both APIs see the death once the heartbeat is older than the lease; the other worker keeps them ready.
