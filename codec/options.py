@@ -23,7 +23,7 @@ class EncodeOptions:
 
     bpp: float | None = None
     preset: str | None = None
-    method: str | Method = "default"  # a name of presets.METHODS, or a Method of one's own (ablations)
+    method: str | Method = "default"  # a name of METHODS, or a Method of one's own (ablations)
     iterations: int | None = None  # None: the method's
     seed: int = 0
     device: str | None = None  # None: CUDA when available, else the CPU
@@ -71,7 +71,7 @@ class EncodeOptions:
 
     @property
     def total_iterations(self) -> int:  # two at least: one fitting and one quantised step
-        return max(self.iterations or self.config.iterations, 2)
+        return max(self.iterations or self.config.schedule.iterations, 2)
 
     @property
     def torch_device(self) -> "torch.device":

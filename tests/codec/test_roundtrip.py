@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import codec
+from codec.train.method import FormatConfig
 
 
 def test_roundtrip_quality_size_and_rate(crop, encoded):
@@ -133,4 +134,4 @@ def test_flat_image_roundtrip():
 
 def test_a_background_needs_accumulated_blending():
     with pytest.raises(ValueError, match="background"):
-        codec.Method("ordered", blend_mode="alpha", background=True)
+        FormatConfig(blend_mode="alpha", background=True)
