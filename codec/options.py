@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from codec.train.method import METHODS, Method
 
@@ -15,11 +16,15 @@ from codec.train.method import METHODS, Method
 RATE_PRESETS = {"lowest": 0.042, "low": 0.066, "medium": 0.125, "high": 0.183}
 MIN_BPP, MAX_BPP = 0.02, 2.0
 DEFAULT_PRESET = "medium"
+# The renderer an encode trains with (kernels.render's backends): "auto" is Triton on CUDA tensors, numba on the
+# CPU; "triton" on the CPU needs TRITON_INTERPRET=1 (a test of the GPU path without a GPU).
+Backend = Literal["auto", "reference", "cpu", "triton"]
+BACKENDS = get_args(Backend)
 
 
 @dataclass(frozen=True)
 class EncodeOptions:
-    """Target (a bpp or a preset name; neither: the "medium" preset), method, iterations, seed, device."""
+    """Target (a bpp or a preset name; neither: the "medium" preset), method, iterations, seed, device, renderer."""
 
     bpp: float | None = None
     preset: str | None = None
@@ -27,6 +32,7 @@ class EncodeOptions:
     iterations: int | None = None  # None: the method's
     seed: int = 0
     device: str | None = None  # None: CUDA when available, else the CPU
+    backend: Backend = "auto"
 
     def __post_init__(self) -> None:
         if self.bpp is not None and self.preset is not None:
@@ -43,6 +49,8 @@ class EncodeOptions:
             raise ValueError(f"iterations must be a whole number >= 1, got {self.iterations!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             raise ValueError(f"seed must be a whole number >= 0, got {self.seed!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.device is not None:
             import torch  # only an encode asking for a device pays for torch here
 

@@ -32,7 +32,7 @@ from codec.train.density import DensityControl, importance_order, select
 from codec.errors import EncodeCancelled
 from codec.train.gaussians import Gaussians, initialise
 from codec.train.losses import training_loss
-from codec.options import EncodeOptions
+from codec.options import Backend, EncodeOptions
 from codec.train.method import Method
 from codec.train.quantise import Codebook, QuantisedModel
 from codec.format.values import Layout, background_color
@@ -87,7 +87,7 @@ class EncodeRun:
         self.rate = RateControl.for_image(options.target_bpp, height, width, method)
         self.training = _Training(target, self.rate.plan, method, options.total_iterations, options.seed, progress,
                                   weight_at(method.loss.rate_weight, options.target_bpp),
-                                  _mean_color(pixels) if method.format.background else None)
+                                  _mean_color(pixels) if method.format.background else None, options.backend)
         self.model: QuantisedModel | None = None  # from ``quantise`` on
 
     def fit(self) -> None:
@@ -113,11 +113,11 @@ class EncodeRun:
     def quantised_inputs(self) -> list[Tensor]:  # the same, as the decoder will see them (from ``quantise`` on)
         return [t.detach() for t in self.model.render_inputs(self.training.gaussians)]
 
-    def render(self, inputs: list[Tensor]) -> Tensor:  # [H, W, 3] of ``render_inputs``' form, as the decoder draws it
+    def render(self, inputs: list[Tensor]) -> Tensor:  # inputs as ``fitted_inputs``; [H, W, 3] as decoded
         training = self.training
         with torch.no_grad():
             return training.over_background(render(*inputs, training.height, training.width,
-                                                   training.method.format.blend_mode))
+                                                   training.method.format.blend_mode, training.backend))
 
     @property
     def target(self) -> Tensor:  # [H, W, 3] the image in [0, 1]
@@ -247,8 +247,10 @@ class _Training:
 
     def __init__(self, target: Tensor, plan: RatePlan, method: Method, total: int, seed: int,
                  progress: ProgressCallback | None, rate_weight: float = 0.0,  # rate_weight: at this target
-                 background: tuple[int, int, int] | None = None):  # the file's background bytes, if any
+                 background: tuple[int, int, int] | None = None,  # the file's background bytes, if any
+                 backend: Backend = "auto"):  # of every render (kernels.render)
         self.target, self.method, self.total, self.progress = target, method, total, progress
+        self.backend = backend
         self.steps = method.schedule.over(total)
         self._rate_weight, self.background = rate_weight, background
         # Every render is drawn over the background (black: none), as the decoder draws it.
@@ -317,7 +319,7 @@ class _Training:
             scales = scales * self._half_factor.mean()
         bound = self._pair_bounds.setdefault((height, width), PairBound())
         image = self.over_background(render(means, scales, rotations, colors, opacities, height, width,
-                                            self.method.format.blend_mode, pair_bound=bound))
+                                            self.method.format.blend_mode, self.backend, pair_bound=bound))
         loss = training_loss(image, target, self.method.loss.distortion, self.method.loss.ssim_weight)
         if self._rate_model is not None:  # D + lambda R, R in bits per pixel of the image
             loss = loss + self._rate_weight * bits_per_pixel(self._rate_model.coded_columns(self.gaussians),
@@ -337,7 +339,7 @@ class _Training:
         return image if self._background is None else image + self._background
 
     def check_pair_bounds(self) -> None:
-        """Only where the host waits anyway (density rounds, measured prunes, the end): re-size the GPU
+        """Only where the host waits anyway (density rounds, measured prunes, the end): re-size the Triton
         renderer's pair buffers from what the steps since needed (a no-op on the CPU renderer)."""
         for (height, width), bound in self._pair_bounds.items():
             if bound.check():

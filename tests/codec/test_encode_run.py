@@ -32,3 +32,24 @@ def test_phase_by_phase_is_the_encode(crop):
     # After the write, the quantised inputs draw what the decoder draws.
     decoded = codec.decode(result.data)
     assert abs(_psnr(run.render(run.quantised_inputs()), run.target) - codec.psnr(crop, decoded)) < 0.05
+
+
+def test_every_render_of_an_encode_uses_the_backend_asked_for(crop, monkeypatch):
+    import kernels
+    from codec.options import BACKENDS
+    from codec.train import encoder
+
+    assert BACKENDS == kernels.BACKENDS
+    backends = []
+
+    def recording(*args, **kwargs):
+        backends.append(args[8] if len(args) > 8 else kwargs.get("backend", "auto"))
+        return kernels.render(*args, **kwargs)
+
+    monkeypatch.setattr(encoder, "render", recording)
+    run = EncodeRun(crop[:16, :24], EncodeOptions(bpp=1.0, iterations=6, device="cpu", backend="reference"))
+    run.fit()
+    run.quantise()
+    run.train_quantised()
+    run.render(run.quantised_inputs())
+    assert len(backends) == 6 + 1 and set(backends) == {"reference"}

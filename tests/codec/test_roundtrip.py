@@ -74,6 +74,7 @@ def test_progress_reports_and_cancels(crop):
     ({"bpp": 0.1, "iterations": 2.5}, "iterations must be"),
     ({"bpp": 0.1, "seed": -1}, "seed must be"),
     ({"bpp": 0.1, "device": "tpu"}, "device"),
+    ({"bpp": 0.1, "backend": "opengl"}, "backend must be one of"),
 ])
 def test_bad_options_raise_value_error(crop, kwargs, message):
     bpp = kwargs.pop("bpp")
