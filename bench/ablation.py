@@ -2,15 +2,14 @@
 
     python -m bench.ablation --images kodim05,kodim20 --bpp 0.125 --crop 384x256
 
-Rows are the method as shipped and variants of it (``VARIANTS``: a base method plus field overrides of
-``codec.train.method.Method``), each reported as average PSNR, real bpp and median encode seconds over the
-images, written to the "ablation" section of BENCHMARKS.md.
+Rows are the method as shipped and variants of it (``VARIANTS``: a base method plus overrides of its parts'
+fields, ``"part.field"`` as ``codec.train.method.Method.replace`` takes them), each reported as average PSNR,
+real bpp and median encode seconds over the images, written to the "ablation" section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 import time
 from pathlib import Path
@@ -20,26 +19,29 @@ from bench.report import machine_line, write_section
 
 VARIANTS: dict[str, tuple[str, dict]] = {
     "default (as shipped)": ("default", {}),
-    "default, 1800 iterations": ("default", {"iterations": 1800}),
-    "default, no rate term": ("default", {"rate_weight": 0.0}),
-    "default, rate term 0.01": ("default", {"rate_weight": 0.01}),
-    "default, colours through a K-means codebook (format v1)": ("default", {"color_per_gaussian": False,
-                                                                            "rate_weight": 0.0}),
-    "default, colour codebook of N/8 entries": ("default", {"color_per_gaussian": False, "rate_weight": 0.0,
-                                                            "gaussians_per_entry": 8}),
+    "default, 1800 iterations": ("default", {"schedule.iterations": 1800}),
+    "default, no rate term": ("default", {"loss.rate_weight": 0.0}),
+    "default, rate term 0.01": ("default", {"loss.rate_weight": 0.01}),
+    "default, colours through a K-means codebook (format v1)": ("default", {"format.color_per_gaussian": False,
+                                                                            "loss.rate_weight": 0.0}),
+    "default, colour codebook of N/8 entries": ("default", {"format.color_per_gaussian": False,
+                                                            "loss.rate_weight": 0.0,
+                                                            "format.gaussians_per_entry": 8}),
     "default before 7-bit shapes (5 bits, half resolution to 0.5, quantised from 0.7)": (
-        "default", {"shape_bits": 5, "coarse_share": 0.5, "fit_share": 0.7}),
-    "default, 5-bit shapes": ("default", {"shape_bits": 5}),
-    "default, 6-bit shapes": ("default", {"shape_bits": 6}),
-    "default, 7-bit colours": ("default", {"color_bits": 7}),
-    "default, 9-bit positions": ("default", {"position_bits": 9}),
-    "default, all steps at full resolution": ("default", {"coarse_share": 0.0}),
-    "default, shapes through a K-means codebook": ("default", {"shape_per_gaussian": False, "rate_weight": 0.0}),
-    "default, L1 distortion (before RMSE)": ("default", {"distortion": "l1"}),
-    "default, histograms only (format v2, before geometric models)": ("default", {"parametric_models": False}),
-    "default, no background (format v3, before the background)": ("default", {"background": False}),
-    "default, L1 + 0.2 SSIM loss": ("default", {"distortion": "l1", "ssim_weight": 0.2}),
-    "default, ordered alpha blending (positions unsorted)": ("default", {"blend_mode": "alpha"}),
+        "default", {"format.shape_bits": 5, "schedule.coarse_share": 0.5, "schedule.fit_share": 0.7}),
+    "default, 5-bit shapes": ("default", {"format.shape_bits": 5}),
+    "default, 6-bit shapes": ("default", {"format.shape_bits": 6}),
+    "default, 7-bit colours": ("default", {"format.color_bits": 7}),
+    "default, 9-bit positions": ("default", {"format.position_bits": 9}),
+    "default, all steps at full resolution": ("default", {"schedule.coarse_share": 0.0}),
+    "default, shapes through a K-means codebook": ("default", {"format.shape_per_gaussian": False,
+                                                               "loss.rate_weight": 0.0}),
+    "default, L1 distortion (before RMSE)": ("default", {"loss.distortion": "l1"}),
+    "default, histograms only (format v2, before geometric models)": ("default", {"format.parametric_models": False}),
+    "default, no background (format v3, before the background)": ("default", {"format.background": False}),
+    "default, L1 + 0.2 SSIM loss": ("default", {"loss.distortion": "l1", "loss.ssim_weight": 0.2}),
+    "default, ordered alpha blending (positions unsorted, no background)": ("default", {"format.blend_mode": "alpha",
+                                                                         "format.background": False}),
     "paper configuration": ("paper", {}),
 }
 
@@ -57,12 +59,17 @@ def load(path: Path, crop: str | None):
     return pixels
 
 
-def run_variant(name: str, images: list[Path], bpp: float, crop: str | None) -> dict:
+def variant_method(name: str):  # -> codec.Method
     import codec
 
     base, overrides = VARIANTS[name]
-    method = dataclasses.replace(codec.METHODS[base], name="ablation", **overrides)
-    options = codec.EncodeOptions(bpp=bpp, method=method)
+    return codec.METHODS[base].replace(name="ablation", **overrides)
+
+
+def run_variant(name: str, images: list[Path], bpp: float, crop: str | None) -> dict:
+    import codec
+
+    options = codec.EncodeOptions(bpp=bpp, method=variant_method(name))
     rows = []
     for path in images:
         started = time.perf_counter()

@@ -17,44 +17,30 @@ from pathlib import Path
 import torch
 
 from bench.rd.cli import DEFAULT_DATA
-from codec.train import encoder
 from codec.image_io import load_image
 from codec.options import EncodeOptions
-from codec.train.rate import RateControl
-from codec.train.rate_model import weight_at
-from kernels import render
+from codec.train.encoder import EncodeRun
 
 
-def _psnr(inputs, training) -> float:
-    with torch.no_grad():
-        image = training.over_background(render(*inputs, training.height, training.width, training.config.blend_mode))
-    return 10 * math.log10(1 / float((image.clamp(0, 1) - training.target).square().mean()))
+def _psnr(run: EncodeRun, inputs: list[torch.Tensor]) -> float:
+    return 10 * math.log10(1 / float((run.render(inputs).clamp(0, 1) - run.target).square().mean()))
 
 
 def breakdown(path: Path, options: EncodeOptions) -> dict[str, float]:
-    config = options.config
-    pixels = load_image(path)
-    height, width = pixels.shape[:2]
-    target = torch.tensor(pixels, dtype=torch.float32) / 255
-    rate = RateControl.for_image(options.target_bpp, height, width, config)
-    training = encoder._Training(target, rate.plan, config, options.total_iterations, options.seed, None,
-                                 weight_at(config.rate_weight, options.target_bpp),
-                                 encoder._mean_color(pixels) if config.background else None)
-    fit_steps = max(1, int(config.fit_share * training.total))
-    encoder._fit(training, rate, fit_steps)
-    fitted = [t.detach() for t in training.fitted_inputs()]
-    model = encoder._quantise(training, rate)  # may prune to the measured budget first
-    pruned = [t.detach() for t in training.fitted_inputs()]
-    quantised = [t.detach() for t in model.render_inputs(training.gaussians)]
+    run = EncodeRun(load_image(path), options)
+    run.fit()
+    fitted = run.fitted_inputs()
+    run.quantise()  # may prune to the measured budget first
+    pruned, quantised = run.fitted_inputs(), run.quantised_inputs()
     row = {
-        "fitted": _psnr(fitted, training),
-        "positions only": _psnr([quantised[0]] + pruned[1:], training),
-        "shapes only": _psnr(pruned[:1] + quantised[1:3] + pruned[3:], training),
-        "colours only": _psnr(pruned[:3] + quantised[3:], training),
-        "all three": _psnr(quantised, training),
+        "fitted": _psnr(run, fitted),
+        "positions only": _psnr(run, [quantised[0]] + pruned[1:]),
+        "shapes only": _psnr(run, pruned[:1] + quantised[1:3] + pruned[3:]),
+        "colours only": _psnr(run, pruned[:3] + quantised[3:]),
+        "all three": _psnr(run, quantised),
     }
-    encoder._train_quantised(training, model, rate, fit_steps)
-    row["after the quantised phase"] = _psnr([t.detach() for t in model.render_inputs(training.gaussians)], training)
+    run.train_quantised()
+    row["after the quantised phase"] = _psnr(run, run.quantised_inputs())
     return row
 
 

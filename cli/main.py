@@ -49,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="default (the default): accumulated blending, sorted positions; paper: the "
                              "paper's configuration")
     encode.add_argument("--iterations", type=int, help="optimisation steps (default: "
-                        + ", ".join(f"{m.iterations} for {m.name}" for m in codec.METHODS.values()) + ")")
+                        + ", ".join(f"{m.schedule.iterations} for {m.name}" for m in codec.METHODS.values()) + ")")
     encode.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     encode.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     encode.add_argument("--quiet", action="store_true", help="no progress bar")

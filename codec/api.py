@@ -47,7 +47,7 @@ def encode_with_report(
     **fields,
 ) -> EncodeReport:
     """Encode and report what was achieved. Options come as one ``EncodeOptions`` or as its fields
-    (``bpp``, ``preset``, ``method``, ``iterations``, ``seed``, ``device``); neither bpp nor preset: the
+    (``bpp``, ``preset``, ``method``, ``iterations``, ``seed``, ``device``, ``backend``); neither bpp nor preset: the
     "medium" preset. ``progress(p)`` returning False cancels (EncodeCancelled)."""
     from codec.options import EncodeOptions  # the trainer loads on the first encode, never for a decode
     from codec.train.encoder import encode_array

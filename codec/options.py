@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from codec.train.method import METHODS, Method
 
@@ -17,18 +18,23 @@ MIN_BPP, MAX_BPP = 0.02, 2.0
 DEFAULT_PRESET = "medium"
 # Bounds one encode's work for library callers as GSIC_MAX_ITERATIONS does for the service's.
 MAX_ITERATIONS = 100_000
+# The renderer an encode trains with (kernels.render's backends): "auto" is Triton on CUDA tensors, numba on the
+# CPU; "triton" on the CPU needs TRITON_INTERPRET=1 (a test of the GPU path without a GPU).
+Backend = Literal["auto", "reference", "cpu", "triton"]
+BACKENDS = get_args(Backend)
 
 
 @dataclass(frozen=True)
 class EncodeOptions:
-    """Target (a bpp or a preset name; neither: the "medium" preset), method, iterations, seed, device."""
+    """Target (a bpp or a preset name; neither: the "medium" preset), method, iterations, seed, device, renderer."""
 
     bpp: float | None = None
     preset: str | None = None
-    method: str | Method = "default"  # a name of presets.METHODS, or a Method of one's own (ablations)
+    method: str | Method = "default"  # a name of METHODS, or a Method of one's own (ablations)
     iterations: int | None = None  # None: the method's
     seed: int = 0
     device: str | None = None  # None: CUDA when available, else the CPU
+    backend: Backend = "auto"
 
     def __post_init__(self) -> None:
         if self.bpp is not None and self.preset is not None:
@@ -48,6 +54,8 @@ class EncodeOptions:
                              f"got {self.total_iterations}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             raise ValueError(f"seed must be a whole number >= 0, got {self.seed!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.device is not None:
             import torch  # only an encode asking for a device pays for torch here
 
@@ -76,7 +84,7 @@ class EncodeOptions:
 
     @property
     def total_iterations(self) -> int:  # two at least: one fitting and one quantised step
-        return max(self.iterations or self.config.iterations, 2)
+        return max(self.iterations or self.config.schedule.iterations, 2)
 
     @property
     def torch_device(self) -> "torch.device":

@@ -1,13 +1,11 @@
 """Host memory for training on the CPU: let freed image-sized buffers be reused, not handed back.
 
 Every training step makes a dozen image-sized temporaries (the render, the error, their gradients, the
-renderer's float64 copies: 4.7-9.4 MB each for a Kodak image). glibc's default gives blocks that large
-fresh pages, or trims the heap back once the step's blocks are freed together, so each temporary is
-page-faulted in anew: on a 2-core VM, 200 full-resolution steps on kodim23 took 1.3 million page faults
-and 5.5 s of system time (15 s in all); with the settings below 90 thousand, 1.0 s (12 s in all), and a
-default encode of kodim05 at 0.125 bpp 88 s instead of 105 s. Raising the mmap threshold to glibc's
-largest and the trim threshold well above one step's blocks keeps them in the heap for the next step.
-Numerics are untouched: bench.digests gives the same bytes.
+renderer's float64 copies). glibc's default gives blocks that large fresh pages, or trims the heap back once
+the step's blocks are freed together, so each temporary would be page-faulted in anew at every step. Raising
+the mmap threshold to glibc's largest and the trim threshold well above one step's blocks keeps them in the
+heap for the next step. Numerics are untouched (the page faults and times saved: BENCHMARKS.md, section
+``rd-v2-background``).
 """
 
 from __future__ import annotations

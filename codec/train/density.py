@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from codec.train.gaussians import Gaussians
-from codec.train.method import Method
+from codec.train.method import DensityConfig
 
 
 def select(
@@ -46,8 +46,8 @@ def importance_order(
     keep: int,
 ) -> Tensor:  # [keep] indices of the most important Gaussians, in their current order
     """Alpha blending: opacity times area. Accumulated blending: the energy a Gaussian adds to the image,
-    |colour x opacity|^2 times area; opacity times area alone dropped small bright or negative-colour
-    Gaussians that carry detail (-1.8 dB on kodim23 for a 0.9 % prune)."""
+    |colour x opacity|^2 times area, since opacity times area alone drops small bright or negative-colour
+    Gaussians that carry detail."""
     area = (0.5 * (shape[:, 0] + shape[:, 2])).exp()
     if blend_mode == "sum":
         importance = (color[:, :3] * color[:, 3:]).square().sum(1) * area
@@ -57,12 +57,10 @@ def importance_order(
 
 
 class DensityControl:
-    """Clone, split and prune at ``method.densify_rounds`` evenly spaced steps of the fit phase."""
+    """Clone, split and prune at each density round of the fit phase (when: ``Schedule``'s to say)."""
 
-    def __init__(self, method: Method, total: int, fit_steps: int, generator: torch.Generator):
-        self.method, self.fit_steps, self.generator = method, fit_steps, generator
-        rounds = method.densify_rounds
-        self._rounds = {round(method.densify_until * total * (i + 1) / rounds) for i in range(rounds)}
+    def __init__(self, config: DensityConfig, generator: torch.Generator):
+        self.config, self.generator = config, generator
         self._grad_sum: Tensor | None = None
         self._since = 0
 
@@ -72,20 +70,17 @@ class DensityControl:
         self._grad_sum = norm if self._grad_sum is None else self._grad_sum + norm
         self._since += 1
 
-    def due(self, step: int) -> bool:  # after step ``step`` (0-based)
-        return step + 1 in self._rounds and step + 1 < self.fit_steps
-
     def densify(self, gaussians: Gaussians, optimizer: torch.optim.Optimizer,
                 count_that_fits: Callable[[Gaussians], int]) -> Gaussians:
         """Prune transparent Gaussians, then grow the most-pulled ones, ``max_growth`` of the count at
         most, up to the count that ``count_that_fits`` says the pruned set's real stream allows."""
         mean_grad = self._grad_sum / self._since
         self._grad_sum, self._since = None, 0
-        keep = torch.sigmoid(gaussians.opacity_logit.detach()) >= self.method.prune_opacity
+        keep = torch.sigmoid(gaussians.opacity_logit.detach()) >= self.config.prune_opacity
         index = keep.nonzero().squeeze(1)
         pruned = select(gaussians, optimizer, index)
         target, n = count_that_fits(pruned), len(index)
-        count = min(target - n, int(n * self.method.max_growth))
+        count = min(target - n, int(n * self.config.max_growth))
         if count <= 0:  # grow only where the budget has room
             return pruned
         return self._grow(pruned, optimizer, torch.arange(n, device=index.device), mean_grad[index], count)
@@ -107,6 +102,6 @@ class DensityControl:
         along_gradient = direction / direction.norm(dim=1, keepdim=True).clamp(min=1e-12) * scales[chosen].mean(1, keepdim=True)
         child_xy = torch.where(large[:, None], xy[chosen] + offset, xy[chosen] + along_gradient)
         xy[chosen] = torch.where(large[:, None], xy[chosen] - offset, xy[chosen])
-        log_scale[chosen] -= large[:, None].float() * math.log(self.method.split_shrink)
+        log_scale[chosen] -= large[:, None].float() * math.log(self.config.split_shrink)
         index = torch.cat([kept, chosen])
         return select(g, optimizer, index, {"xy": torch.cat([xy[kept], child_xy]), "log_scale": log_scale[index]})

@@ -1,6 +1,6 @@
 """The training loop: image -> trained, quantised Gaussians -> .gsi bytes.
 
-Phases (shares of the iteration count are fields of ``codec.train.method.Method``):
+Phases (when each runs: ``codec.train.method.Schedule``; the whole as a public object: ``EncodeRun``):
 1. fit (``_fit``): content-aware initialisation, Adam on the method's loss (L1 or RMSE, plus SSIM for the paper's,
    plus the rate term ``codec.train.rate_model`` where the method weights it),
    the first steps optionally at half resolution, centres kept inside the image, and density control
@@ -32,7 +32,7 @@ from codec.train.density import DensityControl, importance_order, select
 from codec.errors import EncodeCancelled
 from codec.train.gaussians import Gaussians, initialise
 from codec.train.losses import training_loss
-from codec.options import EncodeOptions
+from codec.options import Backend, EncodeOptions
 from codec.train.method import Method
 from codec.train.quantise import Codebook, QuantisedModel
 from codec.format.values import Layout, background_color
@@ -66,25 +66,62 @@ def encode_array(
     options: EncodeOptions,
     progress: ProgressCallback | None = None,
 ) -> EncodeResult:
-    config, device = options.config, options.torch_device
-    height, width = pixels.shape[:2]
-    if device.type == "cpu":
-        keep_freed_memory()  # each step's image-sized temporaries would otherwise be page-faulted in anew
-    target = torch.tensor(pixels, dtype=torch.float32, device=device) / 255
-    rate = RateControl.for_image(options.target_bpp, height, width, config)
-    training = _Training(target, rate.plan, config, options.total_iterations, options.seed, progress,
-                         weight_at(config.rate_weight, options.target_bpp),
-                         _mean_color(pixels) if config.background else None)
-    fit_steps = max(1, int(config.fit_share * training.total))
-    with _phase("fit"):
-        _fit(training, rate, fit_steps)
-    with _phase("quantise"):
-        model = _quantise(training, rate)
-    with _phase("train_quantised"):
-        _train_quantised(training, model, rate, fit_steps)
-    with _phase("write"):
-        data = _write(training, model, rate)
-    return EncodeResult(data=data, n_gaussians=len(training.gaussians), device=str(device))
+    run = EncodeRun(pixels, options, progress)
+    run.fit()
+    run.quantise()
+    run.train_quantised()
+    return run.write()
+
+
+class EncodeRun:
+    """One encode, phase by phase: ``encode_array`` runs the phases in order; a bench may look in between
+    (``fitted_inputs``, ``quantised_inputs``, ``render``) without changing what the encode does."""
+
+    def __init__(self, pixels: np.ndarray, options: EncodeOptions,  # pixels [H, W, 3] uint8
+                 progress: ProgressCallback | None = None):
+        method, self.device = options.config, options.torch_device
+        height, width = pixels.shape[:2]
+        if self.device.type == "cpu":
+            keep_freed_memory()  # each step's image-sized temporaries would otherwise be page-faulted in anew
+        target = torch.tensor(pixels, dtype=torch.float32, device=self.device) / 255
+        self.rate = RateControl.for_image(options.target_bpp, height, width, method)
+        self.training = _Training(target, self.rate.plan, method, options.total_iterations, options.seed, progress,
+                                  weight_at(method.loss.rate_weight, options.target_bpp),
+                                  _mean_color(pixels) if method.format.background else None, options.backend)
+        self.model: QuantisedModel | None = None  # from ``quantise`` on
+
+    def fit(self) -> None:
+        with _phase("fit"):
+            _fit(self.training, self.rate)
+
+    def quantise(self) -> None:
+        with _phase("quantise"):
+            self.model = _quantise(self.training, self.rate)
+
+    def train_quantised(self) -> None:
+        with _phase("train_quantised"):
+            _train_quantised(self.training, self.model, self.rate)
+
+    def write(self) -> EncodeResult:
+        with _phase("write"):
+            data = _write(self.training, self.model, self.rate)
+        return EncodeResult(data=data, n_gaussians=len(self.training.gaussians), device=str(self.device))
+
+    def fitted_inputs(self) -> list[Tensor]:  # (means, scales, rotations, colours, opacities), detached
+        return [t.detach() for t in self.training.fitted_inputs()]
+
+    def quantised_inputs(self) -> list[Tensor]:  # the same, as the decoder will see them (from ``quantise`` on)
+        return [t.detach() for t in self.model.render_inputs(self.training.gaussians)]
+
+    def render(self, inputs: list[Tensor]) -> Tensor:  # inputs as ``fitted_inputs``; [H, W, 3] as decoded
+        training = self.training
+        with torch.no_grad():
+            return training.over_background(render(*inputs, training.height, training.width,
+                                                   training.method.format.blend_mode, training.backend))
+
+    @property
+    def target(self) -> Tensor:  # [H, W, 3] the image in [0, 1]
+        return self.training.target
 
 
 # --- the phases -----------------------------------------------------------------------------------
@@ -92,18 +129,18 @@ def _phase(name: str) -> torch.profiler.record_function:  # a named range for to
     return torch.profiler.record_function(f"gsic.{name}")
 
 
-def _fit(training: "_Training", rate: RateControl, fit_steps: int) -> None:
-    """Steps 0 .. fit_steps - 1: unquantised Gaussians, with density control."""
-    density = DensityControl(training.config, training.total, fit_steps, training.generator)
+def _fit(training: "_Training", rate: RateControl) -> None:
+    """The schedule's fit steps: unquantised Gaussians, with density control."""
+    density = DensityControl(training.method.density, training.generator)
 
     def count_that_fits(gaussians: Gaussians) -> int:  # measured on the stream the current set would make
         model = training.cluster(gaussians, rate.plan)
         return rate.growth_target(len(gaussians), measure(model.to_quantized(gaussians)))
 
-    for step in range(fit_steps):
+    for step in range(training.steps.fit_steps):
         image, target = training.step(step, training.fitted_inputs)
         density.observe(training.gaussians)
-        if density.due(step):
+        if training.steps.is_density_round(step):
             training.check_pair_bounds()
             training.gaussians = density.densify(training.gaussians, training.optimizer, count_that_fits)
         training.end_step(step, image, target)
@@ -111,8 +148,8 @@ def _fit(training: "_Training", rate: RateControl, fit_steps: int) -> None:
 
 def _quantise(training: "_Training", rate: RateControl) -> QuantisedModel:
     """Prune to the measured budget, cluster both attribute groups, and train the codebooks from here on.
-    Nothing is grown here: new Gaussians disturbed the fitted image (a 6 dB drop on kodim03) with too few
-    steps left to recover; densification grew to the measured count."""
+    Nothing is grown here: new Gaussians disturb the fitted image with too few steps left to recover;
+    densification grew to the measured count."""
     for fit_round in range(BUDGET_FIT_ROUNDS):
         model = training.cluster(training.gaussians, rate.plan)
         if not _prune_to_fit(training, model, rate) or fit_round == BUDGET_FIT_ROUNDS - 1:
@@ -121,14 +158,13 @@ def _quantise(training: "_Training", rate: RateControl) -> QuantisedModel:
     return model
 
 
-def _train_quantised(training: "_Training", model: QuantisedModel, rate: RateControl, fit_steps: int) -> None:
-    """Steps fit_steps .. total - 1, on exactly what the decoder will see. Quantised training jitters from
+def _train_quantised(training: "_Training", model: QuantisedModel, rate: RateControl) -> None:
+    """The steps after the fit, on exactly what the decoder will see. Quantised training jitters from
     step to step (values hop between grid points), so the best iterate is kept; its render is exactly what
     the decoder will show."""
-    remeasure_step = fit_steps + int((training.total - fit_steps) * training.config.remeasure_at)
     best = _BestIterate()
-    for step in range(fit_steps, training.total):
-        if step == remeasure_step and step > fit_steps and _prune_to_fit(training, model, rate):
+    for step in range(training.steps.fit_steps, training.total):
+        if training.steps.remeasures(step) and _prune_to_fit(training, model, rate):
             best = _BestIterate()  # earlier iterates have other Gaussians
         before = [t.detach().clone() for t in training.trained_tensors(model)]
         image, target = training.step(step, lambda: model.render_inputs(training.gaussians))
@@ -192,7 +228,7 @@ def _keep(training: "_Training", model: QuantisedModel, index: Tensor) -> None:
 
 def _importance(training: "_Training", model: QuantisedModel, keep: int) -> Tensor:  # [keep] indices
     return importance_order(model.shape_values(training.gaussians), model.color_values(training.gaussians),
-                            training.config.blend_mode, keep)
+                            training.method.format.blend_mode, keep)
 
 
 def _mean_color(pixels: np.ndarray) -> tuple[int, int, int]:  # pixels [H, W, 3] uint8
@@ -209,10 +245,13 @@ def _mse(image: Tensor, target: Tensor) -> Tensor:  # [] of the displayable (cla
 class _Training:
     """Adam on the Gaussians (and, once quantised, on the codebooks), the schedules and the progress."""
 
-    def __init__(self, target: Tensor, plan: RatePlan, config: Method, total: int, seed: int,
+    def __init__(self, target: Tensor, plan: RatePlan, method: Method, total: int, seed: int,
                  progress: ProgressCallback | None, rate_weight: float = 0.0,  # rate_weight: at this target
-                 background: tuple[int, int, int] | None = None):  # the file's background bytes, if any
-        self.target, self.config, self.total, self.progress = target, config, total, progress
+                 background: tuple[int, int, int] | None = None,  # the file's background bytes, if any
+                 backend: Backend = "auto"):  # of every render (kernels.render)
+        self.target, self.method, self.total, self.progress = target, method, total, progress
+        self.backend = backend
+        self.steps = method.schedule.over(total)
         self._rate_weight, self.background = rate_weight, background
         # Every render is drawn over the background (black: none), as the decoder draws it.
         self._background = (torch.as_tensor(background_color(background), device=target.device)
@@ -220,19 +259,21 @@ class _Training:
         self.height, self.width = target.shape[:2]
         self.generator = torch.Generator().manual_seed(seed)
         # Initial points are distinct pixels, so a tiny image starts with at most one Gaussian per pixel.
-        n_initial = min(max(MIN_GAUSSIANS, round(config.initial_share * plan.n_gaussians)), self.height * self.width)
-        self.gaussians = initialise(target, n_initial, self.generator, config.detail_share, self._background)
+        n_initial = min(max(MIN_GAUSSIANS, round(method.init.initial_share * plan.n_gaussians)),
+                        self.height * self.width)
+        self.gaussians = initialise(target, n_initial, self.generator, method.init.detail_share, self._background)
         half = ((self.height + 1) // 2, (self.width + 1) // 2)
         self._half_target = F.interpolate(target.permute(2, 0, 1)[None], size=half, mode="area")[0].permute(1, 2, 0)
         self._half_factor = torch.tensor([half[1] / self.width, half[0] / self.height], device=target.device)
         g = self.gaussians
         for tensor in g.tensors():
             tensor.requires_grad_(True)
-        groups = [(g.xy, config.lr_xy), (g.log_scale, config.lr_log_scale), (g.rotation, config.lr_rotation),
-                  (g.color, config.lr_color), (g.opacity_logit, config.lr_opacity)]
+        rates = method.optimiser
+        groups = [(g.xy, rates.lr_xy), (g.log_scale, rates.lr_log_scale), (g.rotation, rates.lr_rotation),
+                  (g.color, rates.lr_color), (g.opacity_logit, rates.lr_opacity)]
         self.optimizer = torch.optim.Adam([{"params": [t], "lr": lr} for t, lr in groups], eps=1e-15)
-        position_decay = lambda step: config.position_lr_decay ** (step / total)  # noqa: E731
-        other_decay = lambda step: config.lr_decay ** (step / total)  # noqa: E731
+        position_decay = lambda step: rates.position_lr_decay ** (step / total)  # noqa: E731
+        other_decay = lambda step: rates.lr_decay ** (step / total)  # noqa: E731
         self._scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, [position_decay] + [other_decay] * 4)
         self._codebooks: list[Codebook] = []
         self._codebook_optimizer: torch.optim.Optimizer | None = None
@@ -243,8 +284,8 @@ class _Training:
 
     def train_codebooks(self, model: QuantisedModel) -> None:
         """From now on also train the model's codebook entries, each at its group's learning rate."""
-        groups = [(vq, lr) for vq, lr in ((model.color_vq, self.config.lr_color),
-                                          (model.shape_vq, self.config.lr_log_scale)) if vq is not None]
+        groups = [(vq, lr) for vq, lr in ((model.color_vq, self.method.optimiser.lr_color),
+                                          (model.shape_vq, self.method.optimiser.lr_log_scale)) if vq is not None]
         self._codebooks = [vq for vq, _ in groups]
         if groups:
             self._codebook_optimizer = torch.optim.Adam([{"params": [vq.centroids], "lr": lr} for vq, lr in groups],
@@ -258,7 +299,8 @@ class _Training:
         return QuantisedModel.cluster(gaussians, self._layout(plan), plan.k_shape, plan.k_color, self.generator)
 
     def _layout(self, plan: RatePlan) -> Layout:  # the ranges are the trained values', taken at the write
-        return Layout(width=self.width, height=self.height, blend_mode=self.config.blend_mode,
+        form = self.method.format
+        return Layout(width=self.width, height=self.height, blend_mode=form.blend_mode,
                       rows_sorted=plan.rows_sorted, shape_per_gaussian=plan.shape_per_gaussian,
                       color_per_gaussian=plan.color_per_gaussian, parametric_models=plan.parametric_models,
                       background=self.background, position_bits=plan.position_bits, shape_bits=plan.shape_bits,
@@ -269,9 +311,9 @@ class _Training:
         return g.xy, g.log_scale.exp(), g.rotation, g.color, torch.sigmoid(g.opacity_logit)
 
     def step(self, step: int, render_inputs: Callable[[], tuple[Tensor, ...]]) -> tuple[Tensor, Tensor]:
-        """One Adam step on the image ``render_inputs`` draws; the first ``coarse_share`` of the steps fit
-        the half-resolution image instead (a quarter of the pixel work). Returns the render and its target."""
-        coarse = step < self.config.coarse_share * self.total
+        """One Adam step on the image ``render_inputs`` draws; the schedule's coarse steps fit the
+        half-resolution image instead (a quarter of the pixel work). Returns the render and its target."""
+        coarse = self.steps.is_coarse(step)
         means, scales, rotations, colors, opacities = render_inputs()
         target = self._half_target if coarse else self.target
         height, width = target.shape[:2]
@@ -280,8 +322,8 @@ class _Training:
             scales = scales * self._half_factor.mean()
         bound = self._pair_bounds.setdefault((height, width), PairBound())
         image = self.over_background(render(means, scales, rotations, colors, opacities, height, width,
-                                            self.config.blend_mode, pair_bound=bound))
-        loss = training_loss(image, target, self.config.distortion, self.config.ssim_weight)
+                                            self.method.format.blend_mode, self.backend, pair_bound=bound))
+        loss = training_loss(image, target, self.method.loss.distortion, self.method.loss.ssim_weight)
         if self._rate_model is not None:  # D + lambda R, R in bits per pixel of the image
             loss = loss + self._rate_weight * bits_per_pixel(self._rate_model.coded_columns(self.gaussians),
                                                              self._rate_model.layout, self.height * self.width)
@@ -300,7 +342,7 @@ class _Training:
         return image if self._background is None else image + self._background
 
     def check_pair_bounds(self) -> None:
-        """Only where the host waits anyway (density rounds, measured prunes, the end): re-size the GPU
+        """Only where the host waits anyway (density rounds, measured prunes, the end): re-size the Triton
         renderer's pair buffers from what the steps since needed (a no-op on the CPU renderer)."""
         for (height, width), bound in self._pair_bounds.items():
             if bound.check():
@@ -316,8 +358,8 @@ class _Training:
                 raise EncodeCancelled(f"cancelled at iteration {step + 1} of {self.total}")
 
     def _clamp_positions(self) -> None:
-        """Keep centres inside the image, where the format's position grid is, all through training:
-        clamping them only at quantisation moved Gaussians that had drifted out (about -0.9 dB at once)."""
+        """Keep centres inside the image, where the format's position grid is, all through training: clamping
+        them only at quantisation would move every Gaussian that had drifted out at once, with no steps to heal."""
         with torch.no_grad():
             self.gaussians.xy[:, 0].clamp_(0, self.width)
             self.gaussians.xy[:, 1].clamp_(0, self.height)

@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-
 @dataclass
 class Gaussians:
     """Trainable parameters; ``scales`` and ``opacities`` are derived through exp and sigmoid."""
@@ -22,9 +21,6 @@ class Gaussians:
 
     def tensors(self) -> list[Tensor]:
         return [getattr(self, f.name) for f in fields(self)]
-
-    def select(self, index: Tensor) -> "Gaussians":
-        return Gaussians(*(t[index] for t in self.tensors()))
 
     def __len__(self) -> int:
         return self.xy.shape[0]

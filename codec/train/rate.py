@@ -66,13 +66,14 @@ def plan_rate(target_bits: float, height: int, width: int, method: Method) -> Ra
 
 def _plan_for(n: int, method: Method) -> RatePlan:
     # Larger codebooks pay off at higher rates (the paper's ablation): a fixed number of Gaussians per entry
-    # (Method.gaussians_per_entry).
-    k = int(min(MAX_K, max(MIN_K, 2 ** round(math.log2(max(n / method.gaussians_per_entry, 1))))))
-    shapes, colors = method.shape_per_gaussian, method.color_per_gaussian
+    # (FormatConfig.gaussians_per_entry).
+    form = method.format
+    k = int(min(MAX_K, max(MIN_K, 2 ** round(math.log2(max(n / form.gaussians_per_entry, 1))))))
+    shapes, colors = form.shape_per_gaussian, form.color_per_gaussian
     # Order-free (accumulated) blending is exactly when the Gaussians can be stored sorted by row.
-    return RatePlan(n, 0 if shapes else k, 0 if colors else k, method.position_bits, method.blend_mode == "sum",
-                    method.shape_bits if shapes else CODEBOOK_BITS, method.color_bits if colors else CODEBOOK_BITS,
-                    method.parametric_models)
+    return RatePlan(n, 0 if shapes else k, 0 if colors else k, form.position_bits, form.blend_mode == "sum",
+                    form.shape_bits if shapes else CODEBOOK_BITS, form.color_bits if colors else CODEBOOK_BITS,
+                    form.parametric_models)
 
 
 def estimate_bits(plan: RatePlan) -> float:

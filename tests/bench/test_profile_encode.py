@@ -20,7 +20,7 @@ def test_every_phase_is_timed_and_every_step_counted():
         codec.encode(pixels, options=options)
     phases = phase_times(profile.events(), on_cuda=False)
     assert [p.name for p in phases] == ["fit", "quantise", "train_quantised", "write"]
-    fit_steps = int(options.config.fit_share * ITERATIONS)
+    fit_steps = options.config.schedule.over(ITERATIONS).fit_steps
     assert [p.steps for p in phases] == [fit_steps, 0, ITERATIONS - fit_steps, 0]
     for phase in phases:
         assert 0 < phase.device_s <= phase.host_s, phase

@@ -1,14 +1,11 @@
 """The training loss: each distortion term, SSIM against pytorch-msssim, and the method's choice checked."""
 
-import dataclasses
-
 import pytest
 import torch
 from pytorch_msssim import ssim as reference_ssim
 
 from codec.train.losses import ssim, training_loss
-from codec.train.method import DISTORTIONS
-from codec.train.method import METHODS
+from codec.train.method import DISTORTIONS, METHODS
 
 
 def _pair(seed=0, size=(24, 20)):
@@ -62,7 +59,7 @@ def test_ssim_matches_pytorch_msssim():
 
 def test_an_unknown_distortion_is_refused():
     with pytest.raises(ValueError, match="distortion must be one of"):
-        dataclasses.replace(METHODS["default"], distortion="l2")
+        METHODS["default"].replace(**{"loss.distortion": "l2"})
     rendered, target = _pair()
     with pytest.raises(ValueError, match="distortion must be one of"):
         training_loss(rendered, target, "l2", 0.0)

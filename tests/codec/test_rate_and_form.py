@@ -1,6 +1,5 @@
 """Rate control's plan and counts, the shape parametrisation, and the quantised form's round trip."""
 
-import dataclasses
 import math
 
 import numpy as np
@@ -38,16 +37,16 @@ def test_estimate_grows_with_the_count_and_sorted_rows_cost_less():
 
 
 def test_finer_columns_buy_fewer_gaussians():
-    coarse = plan_rate(50_000, 512, 768, dataclasses.replace(METHODS["default"], shape_bits=5))
+    coarse = plan_rate(50_000, 512, 768, METHODS["default"].replace(**{"format.shape_bits": 5}))
     fine = plan_rate(50_000, 512, 768, METHODS["default"])
     assert fine.shape_bits == 7 and fine.n_gaussians < coarse.n_gaussians
 
 
 def test_method_refuses_bits_the_format_cannot_carry():
     with pytest.raises(ValueError, match="shape_bits must be 1 to 10, not 11"):
-        dataclasses.replace(METHODS["default"], shape_bits=11)
+        METHODS["default"].replace(**{"format.shape_bits": 11})
     with pytest.raises(ValueError, match="color_bits must be 1 to 10, not 0"):
-        dataclasses.replace(METHODS["default"], color_bits=0)
+        METHODS["default"].replace(**{"format.color_bits": 0})
 
 
 def test_plan_never_goes_below_the_floor():

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import codec
+from codec.train.method import FormatConfig
 
 
 def test_roundtrip_quality_size_and_rate(crop, encoded):
@@ -73,6 +74,7 @@ def test_progress_reports_and_cancels(crop):
     ({"bpp": 0.1, "iterations": 2.5}, "iterations must be"),
     ({"bpp": 0.1, "seed": -1}, "seed must be"),
     ({"bpp": 0.1, "device": "tpu"}, "device"),
+    ({"bpp": 0.1, "backend": "opengl"}, "backend must be one of"),
 ])
 def test_bad_options_raise_value_error(crop, kwargs, message):
     bpp = kwargs.pop("bpp")
@@ -133,4 +135,4 @@ def test_flat_image_roundtrip():
 
 def test_a_background_needs_accumulated_blending():
     with pytest.raises(ValueError, match="background"):
-        codec.Method("ordered", blend_mode="alpha", background=True)
+        FormatConfig(blend_mode="alpha", background=True)
