@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from bench.rd.cli import DEFAULT_DATA
+from bench.paths import KODAK
 from codec.image_io import load_image
 from codec.options import EncodeOptions
 from codec.train.encoder import EncodeRun
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", default="kodim23,kodim05")
     parser.add_argument("--bpp", type=float, default=0.125)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--data", type=Path, default=KODAK)
     args = parser.parse_args(argv)
     options = EncodeOptions(bpp=args.bpp, device="cpu")
     for name in args.images.split(","):

@@ -31,7 +31,6 @@ from bench.rd.run import execute, ours_setting
 from bench.rd.store import load_results
 from bench.report import machine_line, write_section
 
-DEFAULT_DATA = KODAK  # bench.quantisation_loss imports it under this name
 RESULTS_DIR = REPO / "bench" / "results"
 BENCHMARKS = REPO / "BENCHMARKS.md"
 DEFAULT_RATES = (0.042, 0.066, 0.125, 0.183, 0.25, 0.5)  # the paper's four, then two higher
@@ -57,7 +56,7 @@ def _rates(text: str) -> list[float]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.rd", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of images (default: %(default)s)")
+    p.add_argument("--data", type=Path, default=KODAK, help="folder of images (default: %(default)s)")
     p.add_argument("--images", type=_list, default=None, help="comma-separated image names, e.g. kodim01,kodim05")
     p.add_argument("--rates", type=_rates, default=list(DEFAULT_RATES),
                    help="comma-separated target bpp (default: %(default)s)")

@@ -5,7 +5,7 @@ histogram of that column's own symbols, where a column costs N times the empiric
 or (format version 3) under a two-sided geometric model where that costs less in all: a payload a few
 percent above the entropy for side information of ~30 bits instead of hundreds. The entropy is what is
 counted here either way; a rate term under the geometric models themselves gave no fewer bits and a worse
-picture (``codec.train.method``).
+picture (docs/method.md).
 ``column_bits`` is that count with a soft histogram: each value spreads over its two nearest grid points
 in proportion to its distance (linear interpolation), so a value moving toward a crowded symbol lowers
 the bits smoothly. Values on the grid (the straight-through values of the quantised phase) land whole on
