@@ -20,6 +20,8 @@ from bench.report import machine_line, write_section
 VARIANTS: dict[str, tuple[str, dict]] = {
     "default (as shipped)": ("default", {}),
     "default, 1800 iterations": ("default", {"schedule.iterations": 1800}),
+    "default, 3600 iterations": ("default", {"schedule.iterations": 3600}),
+    "default, 10 density rounds": ("default", {"schedule.densify_rounds": 10}),
     "default, no rate term": ("default", {"loss.rate_weight": 0.0}),
     "default, rate term 0.01": ("default", {"loss.rate_weight": 0.01}),
     "default, colours through a K-means codebook (format v1)": ("default", {"format.color_per_gaussian": False,
