@@ -14,9 +14,25 @@ from pathlib import Path
 # torch's and numba's OpenMP threads share the cores; spinning idle threads can starve each other.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import codec  # noqa: E402
-from codec.format.breakdown import stream_breakdown  # noqa: E402
+import codec  # noqa: E402  (the decoder only: the trainer loads on an encode's first use of it)
 from codec.decode.view import parse_box  # noqa: E402
+from codec.image_io import PNG_OPTIONS  # noqa: E402
+
+
+# Commands that start nothing and leave nothing open: once their output is flushed, the process may end
+# without the interpreter's teardown, which after numba's compiled functions are loaded takes longer than
+# the whole decode.
+QUICK_EXIT = ("decode", "info")
+
+
+def run() -> None:
+    """The ``gsic`` program: ``main`` on the command line's arguments, exiting with its code."""
+    code = main()
+    if sys.argv[1:2] and sys.argv[1] in QUICK_EXIT:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise SystemExit(code)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         from bench.rd.cli import main as bench_main
 
         return bench_main(argv[1:])
-    args = _parser().parse_args(argv)
+    args = _parser(argv[0] if argv else None).parse_args(argv)
     try:
         return args.run(args)
     except (codec.CodecError, ValueError, OSError) as exc:
@@ -33,27 +49,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gsic", description="2D Gaussian splatting image codec.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    presets = ", ".join(f"{name} = {bpp} bpp" for name, bpp in codec.RATE_PRESETS.items())
     encode = commands.add_parser("encode", help="encode an image to a .gsi bitstream")
-    encode.add_argument("input", type=Path)
-    encode.add_argument("output", type=Path)
-    rate = encode.add_mutually_exclusive_group()
-    rate.add_argument("--bpp", type=float, help=f"target bits per pixel, {codec.MIN_BPP} to {codec.MAX_BPP} "
-                      f"(default: the {codec.DEFAULT_PRESET} preset, {codec.RATE_PRESETS[codec.DEFAULT_PRESET]} bpp)")
-    rate.add_argument("--preset", choices=list(codec.RATE_PRESETS), help=f"a named rate point of the paper: {presets}")
-    encode.add_argument("--method", default="default", choices=list(codec.METHODS),
-                        help="default (the default): accumulated blending, sorted positions; paper: the "
-                             "paper's configuration")
-    encode.add_argument("--iterations", type=int, help="optimisation steps (default: "
-                        + ", ".join(f"{m.schedule.iterations} for {m.name}" for m in codec.METHODS.values()) + ")")
-    encode.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    encode.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    encode.add_argument("--quiet", action="store_true", help="no progress bar")
     encode.set_defaults(run=_encode)
+    if command == "encode":  # its options name the trainer's methods: only an encode loads them
+        _encode_arguments(encode)
 
     decode = commands.add_parser("decode", help="decode a .gsi bitstream to PNG, at any size or region")
     decode.add_argument("input", type=Path)
@@ -91,6 +94,24 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("bench", help="rate-distortion benchmark (gsic bench --help)", add_help=False)
     return parser
+
+
+def _encode_arguments(encode: argparse.ArgumentParser) -> None:
+    presets = ", ".join(f"{name} = {bpp} bpp" for name, bpp in codec.RATE_PRESETS.items())
+    encode.add_argument("input", type=Path)
+    encode.add_argument("output", type=Path)
+    rate = encode.add_mutually_exclusive_group()
+    rate.add_argument("--bpp", type=float, help=f"target bits per pixel, {codec.MIN_BPP} to {codec.MAX_BPP} "
+                      f"(default: the {codec.DEFAULT_PRESET} preset, {codec.RATE_PRESETS[codec.DEFAULT_PRESET]} bpp)")
+    rate.add_argument("--preset", choices=list(codec.RATE_PRESETS), help=f"a named rate point of the paper: {presets}")
+    encode.add_argument("--method", default="default", choices=list(codec.METHODS),
+                        help="default (the default): accumulated blending, sorted positions; paper: the "
+                             "paper's configuration")
+    encode.add_argument("--iterations", type=int, help="optimisation steps (default: "
+                        + ", ".join(f"{m.schedule.iterations} for {m.name}" for m in codec.METHODS.values()) + ")")
+    encode.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    encode.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    encode.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _check_writable(path: Path) -> None:
@@ -131,12 +152,14 @@ def _decode(args) -> int:
     started = time.perf_counter()
     pixels = codec.decode(args.input.read_bytes(), device=args.device, width=args.width, height=args.height,
                           scale=args.scale, box=None if args.box is None else parse_box(args.box))
-    Image.fromarray(pixels).save(args.output, format="PNG")
+    Image.fromarray(pixels).save(args.output, format="PNG", **PNG_OPTIONS)
     print(f"{args.output}: {pixels.shape[1]}x{pixels.shape[0]} in {time.perf_counter() - started:.3f} s")
     return 0
 
 
 def _info(args) -> int:
+    from codec.format.breakdown import stream_breakdown
+
     data = args.input.read_bytes()
     header = codec.inspect(data)
     bits = stream_breakdown(data)
@@ -195,4 +218,4 @@ def _worker(args) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run()

@@ -1,23 +1,27 @@
-"""Bottom layer: rendering 2D Gaussians to images. Depends on torch (and triton / numba) only.
+"""Bottom layer: rendering 2D Gaussians to images. Depends on numpy and numba, and torch / triton for tensors.
 
 ``render`` validates its arguments and dispatches:
 * CUDA tensors -> Triton tile kernels (``kernels.triton_blend``),
 * CPU tensors  -> the numba tile kernels (``kernels.cpu``), or the pure-PyTorch reference
   (``kernels.reference``) when ``backend="reference"``. The reference is the oracle of both.
+A decode renders numpy arrays with ``kernels.numba_tiles.render_numpy`` instead, without torch: importing this
+package, ``kernels.geometry`` or ``kernels.numba_tiles`` loads no torch; each backend is imported on first use.
 """
 
 from __future__ import annotations
 
-from torch import Tensor
+from typing import TYPE_CHECKING
 
+from kernels.geometry import ALPHA_MAX, CUTOFF_MAHALANOBIS_SQ, MODES
 from kernels.host_memory import keep_freed_memory
 from kernels.pair_bound import PairBound
-from kernels.reference import ALPHA_MAX, CUTOFF_MAHALANOBIS_SQ, MODES, render_reference
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 BACKENDS = ("auto", "reference", "cpu", "triton")
 
-__all__ = ["ALPHA_MAX", "BACKENDS", "CUTOFF_MAHALANOBIS_SQ", "MODES", "PairBound", "keep_freed_memory", "render",
-           "render_reference"]
+__all__ = ["ALPHA_MAX", "BACKENDS", "CUTOFF_MAHALANOBIS_SQ", "MODES", "PairBound", "keep_freed_memory", "render"]
 
 
 def render(
@@ -38,6 +42,8 @@ def render(
     if backend == "auto":
         backend = "triton" if means.is_cuda else "cpu"
     if backend == "reference":
+        from kernels.reference import render_reference
+
         return render_reference(means, scales, rotations, colors, opacities, height, width, mode)
     if backend == "cpu":
         from kernels.cpu import render_cpu

@@ -6,7 +6,7 @@ reading the total number of (tile, Gaussian) pairs back (a host round trip per c
 
 1. ``_tile_rects_kernel`` (one lane per Gaussian): the rectangle of tiles holding the pixel box of the
    Gaussian's 3-sigma ellipse, and its tile count. The box is computed in float64 exactly as
-   ``reference.pixel_boxes`` does, widened by a hair so that it can only be a superset of the
+   ``geometry.pixel_boxes`` does, widened by a hair so that it can only be a superset of the
    reference's box; the renderer decides pixel by pixel with the exact cut-off test, so a spare tile
    costs a little time and never changes a result.
 2. ``torch.cumsum`` of the counts gives each Gaussian's first slot in the pair list.
@@ -29,7 +29,7 @@ import triton.language as tl
 from torch import Tensor
 
 from kernels.pair_bound import PairBound
-from kernels.reference import CUTOFF_MAHALANOBIS_SQ, pixel_boxes
+from kernels.geometry import CUTOFF_MAHALANOBIS_SQ, pixel_boxes
 
 TILE = 16  # tile side in pixels; one renderer program per tile, TILE * TILE pixels as one block
 BLOCK_N = 128  # Gaussians per program in the per-Gaussian kernels
@@ -65,7 +65,7 @@ def _tile_rects_kernel(
     s1 = tl.load(scales_ptr + offs * stride_sn, mask=m, other=1.0).to(tl.float64)
     s2 = tl.load(scales_ptr + offs * stride_sn + 1, mask=m, other=1.0).to(tl.float64)
     th = tl.load(rot_ptr + offs * stride_rn, mask=m, other=0.0).to(tl.float64)
-    # Same formulas as reference.extents / pixel_boxes, in float64.
+    # Same formulas as geometry.extents / pixel_boxes, in float64.
     cos, sin = tl.cos(th), tl.sin(th)
     var1, var2 = s1 * s1, s2 * s2
     ex = K_SIGMA * tl.sqrt(cos * cos * var1 + sin * sin * var2)
@@ -168,7 +168,7 @@ def bin_gaussians_reference(
     height: int,
     width: int,
 ) -> TileBins:
-    """``bin_gaussians`` in plain torch from ``reference.pixel_boxes`` (without the hair of slack)."""
+    """``bin_gaussians`` in plain torch from ``geometry.pixel_boxes`` (without the hair of slack)."""
     tiles_x, tiles_y = tile_grid(height, width)
     boxes = pixel_boxes(means, scales, rotations, height, width)
     hit = (boxes[:, 2] >= boxes[:, 0]) & (boxes[:, 3] >= boxes[:, 1]) & (boxes[:, :2] >= 0).all(1)

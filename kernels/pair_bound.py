@@ -14,8 +14,10 @@ the capacity to ``HEADROOM`` times the peak, so the Gaussians may grow and sprea
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-from torch import Tensor
+if TYPE_CHECKING:
+    from torch import Tensor
 
 HEADROOM = 2.0  # capacity per pair needed at the last check: density control grows the count by 25 % at most
 MINIMUM = 4096  # pairs: small scenes never run close to the bound

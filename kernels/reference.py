@@ -4,12 +4,7 @@ The renderer works on a ragged list of (pixel, Gaussian) pairs rather than on pa
 memory and time grow with the number of pairs that actually overlap, not with the most crowded tile.
 Everything here is plain differentiable torch; autograd gives the backward pass.
 
-Conventions shared by every backend (see ``kernels/__init__.py``):
-* pixel (row i, column j) has its centre at (x, y) = (j + 0.5, i + 0.5);
-* a Gaussian reaches a pixel iff its Mahalanobis distance d^T S^-1 d <= CUTOFF_MAHALANOBIS_SQ (3 sigma);
-* alpha = min(opacity * exp(-0.5 d^T S^-1 d), ALPHA_MAX);
-* "alpha" mode blends in index order, C = sum_i c_i a_i prod_{j<i} (1 - a_j), on a black background;
-  "sum" mode accumulates, C = sum_i c_i a_i.
+Conventions (pixel centres, cut-off, alpha clamp, blending) are ``kernels.geometry``'s.
 """
 
 from __future__ import annotations
@@ -17,56 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-CUTOFF_MAHALANOBIS_SQ = 9.0  # 3 sigma
-ALPHA_MAX = 0.999  # keeps log(1 - alpha) finite
-MODES = ("alpha", "sum")
-
-
-def conics(
-    scales: Tensor,  # [N, 2] standard deviations along the rotated axes
-    rotations: Tensor,  # [N] radians
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Inverse covariance (a, b, c) with S^-1 = [[a, b], [b, c]], for S = R diag(s^2) R^T."""
-    cos, sin = torch.cos(rotations), torch.sin(rotations)
-    inv1, inv2 = scales[:, 0].pow(-2), scales[:, 1].pow(-2)
-    a = cos * cos * inv1 + sin * sin * inv2
-    b = cos * sin * (inv1 - inv2)
-    c = sin * sin * inv1 + cos * cos * inv2
-    return a, b, c
-
-
-def extents(
-    scales: Tensor,  # [N, 2]
-    rotations: Tensor,  # [N]
-) -> tuple[Tensor, Tensor]:
-    """Half-widths in x and y of the axis-aligned box holding each Gaussian's 3-sigma ellipse."""
-    cos, sin = torch.cos(rotations), torch.sin(rotations)
-    var1, var2 = scales[:, 0].square(), scales[:, 1].square()
-    var_x = cos * cos * var1 + sin * sin * var2
-    var_y = sin * sin * var1 + cos * cos * var2
-    k = CUTOFF_MAHALANOBIS_SQ**0.5
-    return k * var_x.sqrt(), k * var_y.sqrt()
-
-
-def pixel_boxes(
-    means: Tensor,  # [N, 2]
-    scales: Tensor,  # [N, 2]
-    rotations: Tensor,  # [N]
-    height: int,
-    width: int,
-) -> Tensor:  # [N, 4] int64: x0, y0, x1, y1 inclusive; empty when x1 < x0 or y1 < y0
-    """Pixel rectangle whose centres may fall inside each Gaussian's 3-sigma ellipse."""
-    with torch.no_grad():
-        ex, ey = extents(scales.double(), rotations.double())
-        mx, my = means[:, 0].double(), means[:, 1].double()
-        x0 = torch.ceil(mx - ex - 0.5).clamp(min=0)
-        x1 = torch.floor(mx + ex - 0.5).clamp(max=width - 1)
-        y0 = torch.ceil(my - ey - 0.5).clamp(min=0)
-        y1 = torch.floor(my + ey - 0.5).clamp(max=height - 1)
-        boxes = torch.stack([x0, y0, x1, y1], dim=1)
-        # NaN or infinite parameters give no pixels rather than an unbounded box.
-        boxes = torch.nan_to_num(boxes, nan=-1.0, posinf=-1.0, neginf=-1.0)
-        return boxes.clamp(-1, max(height, width)).long()
+from kernels.geometry import ALPHA_MAX, CUTOFF_MAHALANOBIS_SQ, MODES, conics, pixel_boxes
 
 
 def pixel_pairs(

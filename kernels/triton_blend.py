@@ -52,10 +52,10 @@ from torch.autograd.function import once_differentiable
 
 from kernels.binning import TILE, TileBins, bin_gaussians
 from kernels.pair_bound import PairBound
-from kernels.reference import ALPHA_MAX, CUTOFF_MAHALANOBIS_SQ, MODES
+from kernels.geometry import ALPHA_MAX, CUTOFF_MAHALANOBIS_SQ, MODES
 
 TRANSMITTANCE_MIN = 2.0**-24  # early stop: a pixel this opaque takes no more contributions
-N_PARAMS = 9  # row of the parameter (and gradient) table: mx, my, conic a, b, c, opacity, r, g, b
+N_PARAMS = tl.constexpr(9)  # row of the parameter (and gradient) table: mx, my, conic a, b, c, opacity, r, g, b
 BLOCK_N = 128  # Gaussians per program in the per-Gaussian kernels
 
 # Gaussians per chunk and warps per tile program. On a GPU the [256, BLOCK_G] blocks must fit in
@@ -92,7 +92,7 @@ def _prepare_kernel(
     s1 = tl.load(scales_ptr + offs * stride_sn, mask=m, other=1.0).to(tl.float64)
     s2 = tl.load(scales_ptr + offs * stride_sn + 1, mask=m, other=1.0).to(tl.float64)
     th = tl.load(rot_ptr + offs * stride_rn, mask=m, other=0.0).to(tl.float64)
-    # reference.conics, in float64: the cut-off test needs it, and float32 is then rounded once.
+    # geometry.conics, in float64: the cut-off test needs it, and float32 is then rounded once.
     cos, sin = tl.cos(th), tl.sin(th)
     inv1, inv2 = 1.0 / (s1 * s1), 1.0 / (s2 * s2)
     a = cos * cos * inv1 + sin * sin * inv2
@@ -101,7 +101,7 @@ def _prepare_kernel(
     tl.store(conic64_ptr + offs * 3 + 0, a, mask=m)
     tl.store(conic64_ptr + offs * 3 + 1, b, mask=m)
     tl.store(conic64_ptr + offs * 3 + 2, c, mask=m)
-    row = params_ptr + offs * 9
+    row = params_ptr + offs * N_PARAMS
     tl.store(row + 0, tl.load(means_ptr + offs * stride_mn, mask=m), mask=m)
     tl.store(row + 1, tl.load(means_ptr + offs * stride_mn + 1, mask=m), mask=m)
     tl.store(row + 2, a.to(tl.float32), mask=m)
@@ -144,7 +144,7 @@ def _tile_pixels(pid, tiles_x, height, width, TILE: tl.constexpr):
 def _load_chunk(params_ptr, conic64_ptr, gids_ptr, offs, gm):
     """Parameters of the Gaussians at list positions ``offs`` ([BLOCK_G]); masked lanes read Gaussian 0."""
     g = tl.load(gids_ptr + offs, mask=gm, other=0)
-    row = params_ptr + g * 9
+    row = params_ptr + g * N_PARAMS
     mx = tl.load(row + 0, mask=gm, other=0.0)
     my = tl.load(row + 1, mask=gm, other=0.0)
     op = tl.load(row + 5, mask=gm, other=0.0)
@@ -228,9 +228,9 @@ def _blend_forward_kernel(
                 last = tl.maximum(last, tl.max(tl.where(hit, offs[None, :], -1), axis=1))
             else:
                 weight = alpha
-            r = tl.load(params_ptr + g * 9 + 6, mask=gm, other=0.0)
-            gg = tl.load(params_ptr + g * 9 + 7, mask=gm, other=0.0)
-            b = tl.load(params_ptr + g * 9 + 8, mask=gm, other=0.0)
+            r = tl.load(params_ptr + g * N_PARAMS + 6, mask=gm, other=0.0)
+            gg = tl.load(params_ptr + g * N_PARAMS + 7, mask=gm, other=0.0)
+            b = tl.load(params_ptr + g * N_PARAMS + 8, mask=gm, other=0.0)
             acc_r += tl.sum(weight * r[None, :], axis=1)
             acc_g += tl.sum(weight * gg[None, :], axis=1)
             acc_b += tl.sum(weight * b[None, :], axis=1)
@@ -313,9 +313,9 @@ def _blend_backward_kernel(
         if ALPHA_MODE:
             inside = inside & (offs[None, :] <= last[:, None])
         alpha = tl.where(inside, tl.minimum(raw, ALPHA_MAX), 0.0)
-        r = tl.load(params_ptr + g * 9 + 6, mask=gm, other=0.0)
-        gc = tl.load(params_ptr + g * 9 + 7, mask=gm, other=0.0)
-        b = tl.load(params_ptr + g * 9 + 8, mask=gm, other=0.0)
+        r = tl.load(params_ptr + g * N_PARAMS + 6, mask=gm, other=0.0)
+        gc = tl.load(params_ptr + g * N_PARAMS + 7, mask=gm, other=0.0)
+        b = tl.load(params_ptr + g * N_PARAMS + 8, mask=gm, other=0.0)
 
         if ALPHA_MODE:
             keep = 1.0 - alpha
@@ -345,12 +345,12 @@ def _blend_backward_kernel(
         # Through the clamp (torch's clamp passes the gradient at equality) and the Gaussian.
         d_alpha = tl.where(inside & (raw <= ALPHA_MAX), d_alpha, 0.0)
         d_maha = -0.5 * d_alpha * raw
-        a = tl.load(params_ptr + g * 9 + 2, mask=gm, other=0.0)
-        bb = tl.load(params_ptr + g * 9 + 3, mask=gm, other=0.0)
-        c = tl.load(params_ptr + g * 9 + 4, mask=gm, other=0.0)
+        a = tl.load(params_ptr + g * N_PARAMS + 2, mask=gm, other=0.0)
+        bb = tl.load(params_ptr + g * N_PARAMS + 3, mask=gm, other=0.0)
+        c = tl.load(params_ptr + g * N_PARAMS + 4, mask=gm, other=0.0)
         d_mx = -tl.sum(d_maha * (2.0 * a[None, :] * dx + 2.0 * bb[None, :] * dy), axis=0)
         d_my = -tl.sum(d_maha * (2.0 * bb[None, :] * dx + 2.0 * c[None, :] * dy), axis=0)
-        row = grads_ptr + g * 9
+        row = grads_ptr + g * N_PARAMS
         tl.atomic_add(row + 0, d_mx, mask=gm, sem="relaxed")
         tl.atomic_add(row + 1, d_my, mask=gm, sem="relaxed")
         tl.atomic_add(row + 2, tl.sum(d_maha * dx * dx, axis=0), mask=gm, sem="relaxed")
@@ -378,9 +378,9 @@ def _conic_grad_kernel(
     s1 = tl.load(scales_ptr + offs * stride_sn, mask=m, other=1.0).to(tl.float64)
     s2 = tl.load(scales_ptr + offs * stride_sn + 1, mask=m, other=1.0).to(tl.float64)
     th = tl.load(rot_ptr + offs * stride_rn, mask=m, other=0.0).to(tl.float64)
-    ga = tl.load(grads_ptr + offs * 9 + 2, mask=m, other=0.0).to(tl.float64)
-    gb = tl.load(grads_ptr + offs * 9 + 3, mask=m, other=0.0).to(tl.float64)
-    gc = tl.load(grads_ptr + offs * 9 + 4, mask=m, other=0.0).to(tl.float64)
+    ga = tl.load(grads_ptr + offs * N_PARAMS + 2, mask=m, other=0.0).to(tl.float64)
+    gb = tl.load(grads_ptr + offs * N_PARAMS + 3, mask=m, other=0.0).to(tl.float64)
+    gc = tl.load(grads_ptr + offs * N_PARAMS + 4, mask=m, other=0.0).to(tl.float64)
     cos, sin = tl.cos(th), tl.sin(th)
     inv1, inv2 = 1.0 / (s1 * s1), 1.0 / (s2 * s2)
     # a = cos^2 inv1 + sin^2 inv2, b = cos sin (inv1 - inv2), c = sin^2 inv1 + cos^2 inv2, inv = s^-2.

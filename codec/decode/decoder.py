@@ -1,5 +1,8 @@
 """Bytes to pixels. Imports no optimiser and no trainable model: parsing, dequantising and one forward render.
 
+On the CPU (the default) everything is numpy and the numba renderer (``kernels.numba_tiles``): a decode never
+loads torch. Another device renders with torch, imported then.
+
 A decode's cost is bounded before anything image-sized is allocated: the bitstream's N by the payload it
 carries (codec/format/bitstream.py), the output by ``max_pixels`` and the work by ``max_evaluations``: the
 Gaussian-pixel pairs inside the Gaussians' 3-sigma boxes, plus ``GAUSSIAN_COST`` for each Gaussian's own
@@ -10,24 +13,20 @@ sets both limits.
 from __future__ import annotations
 
 import numpy as np
-import torch
-from torch import Tensor
 
-from codec.format.bitstream import MAX_PIXELS, parse_header, read_bitstream
-from codec.errors import DecodeLimitError
 from codec.decode.dequantise import to_render_inputs
-from codec.format.values import background_color
 from codec.decode.view import plan_view
-from kernels import render
-from kernels.reference import pixel_boxes
+from codec.errors import DecodeLimitError
+from codec.format.bitstream import MAX_PIXELS, parse_header, read_bitstream
+from codec.format.values import background_color
+from kernels.geometry import pixel_boxes
+from kernels.numba_tiles import render_numpy
 
 # Default upper bound on the work, in (pixel, Gaussian) evaluations: room for any file the format allows
 # (about a minute of CPU); a server sets its own, far lower (GSIC_DECODE_MAX_EVALUATIONS).
 MAX_EVALUATIONS = 1 << 32
-# What one Gaussian costs a decode besides its pixels, in evaluations (one evaluation is about 9 ns). On
-# this 2-core CPU, idle, a real 25,150-Gaussian Kodak file (2 bpp) decodes in 37 ms, pixels included: about
-# 1.5 us a Gaussian, so 256 (2.3 us) errs on the safe side; under heavy load with spinning OpenMP threads it
-# was up to 16 us, which the service's budget (GSIC_DECODE_MAX_EVALUATIONS) leaves room for by its margin.
+# What one Gaussian costs a decode besides its pixels, in evaluations: its measured setup cost with a margin,
+# so a file of many tiny Gaussians is bounded too.
 GAUSSIAN_COST = 256
 
 
@@ -43,21 +42,42 @@ def decode_array(data: bytes, device: str | None = None, *, width: int | None = 
     layout = q.layout
     view = plan_view(layout.width, layout.height, width=width, height=height, scale=scale, box=box,
                      max_pixels=max_pixels)
-    means, scales, rotations, colors, opacities = to_render_inputs(q, device or "cpu")
+    means, scales, rotations, colors, opacities = to_render_inputs(q)
     means, scales, rotations, opacities = view.map(means, scales, rotations, opacities)
     work = claimed + count_evaluations(means, scales, rotations, view.height, view.width)
     if work > max_evaluations:
         raise DecodeLimitError("evaluations", f"rendering would take {work} Gaussian-pixel evaluations (with "
                                               f"{GAUSSIAN_COST} per Gaussian), more than the {max_evaluations} allowed")
-    with torch.no_grad():
-        image = render(means, scales, rotations, colors, opacities, view.height, view.width, layout.blend_mode)
-        # In place: no second float image on the decode path.
-        if layout.background is not None:
-            image.add_(torch.as_tensor(background_color(layout.background), device=image.device))
-        return image.clamp_(0, 1).mul_(255).round_().to(torch.uint8).cpu().numpy()
+    inputs = (means, scales, rotations, colors, opacities, view.height, view.width, layout.blend_mode)
+    image = render_numpy(*inputs) if device is None or str(device) == "cpu" else _render_on(device, *inputs)
+    # In place: no second float image on the decode path.
+    if layout.background is not None:
+        image += background_color(layout.background)
+    np.clip(image, 0, 1, out=image)
+    image *= 255
+    return np.rint(image, out=image).astype(np.uint8)
 
 
-def count_evaluations(means: Tensor, scales: Tensor, rotations: Tensor, height: int, width: int) -> int:
+def count_evaluations(
+    means: np.ndarray,  # [N, 2]
+    scales: np.ndarray,  # [N, 2]
+    rotations: np.ndarray,  # [N]
+    height: int,
+    width: int,
+) -> int:
     """Gaussian-pixel pairs the render visits at most (the pixels of each Gaussian's 3-sigma box)."""
     boxes = pixel_boxes(means, scales, rotations, height, width)
-    return int(((boxes[:, 2] - boxes[:, 0] + 1).clamp(min=0) * (boxes[:, 3] - boxes[:, 1] + 1).clamp(min=0)).sum())
+    sides = np.maximum(boxes[:, 2:] - boxes[:, :2] + 1, 0)  # [N, 2] box width, height
+    return int((sides[:, 0] * sides[:, 1]).sum())
+
+
+def _render_on(device: str, means, scales, rotations, colors, opacities, height: int, width: int,
+               mode: str) -> np.ndarray:  # [H, W, 3] float32
+    """The render on a torch device (a GPU: the Triton kernels), the only torch a decode may load."""
+    import torch
+
+    from kernels import render
+
+    tensors = [torch.as_tensor(a, device=device) for a in (means, scales, rotations, colors, opacities)]
+    with torch.no_grad():
+        return render(*tensors, height, width, mode).cpu().numpy()

@@ -16,8 +16,7 @@ import math
 from dataclasses import dataclass
 from numbers import Integral, Real
 
-import torch
-from torch import Tensor
+import numpy as np
 
 from codec.errors import DecodeLimitError, DecodeOptionError
 
@@ -35,17 +34,18 @@ class View:
     def pixels(self) -> int:
         return self.width * self.height
 
-    def map(self, means: Tensor, scales: Tensor, rotations: Tensor, opacities: Tensor
-            ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def map(self, means: np.ndarray, scales: np.ndarray, rotations: np.ndarray, opacities: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # float32 [N, 2], [N, 2], [N], [N]
         """The Gaussians of the encoded picture, placed in this view's output pixel grid."""
         sx = self.width / (self.right - self.left)
         sy = self.height / (self.bottom - self.top)
-        origin = means.new_tensor([self.left, self.top])
+        origin = np.array([self.left, self.top], dtype=means.dtype)
         if sx == 1 and sy == 1:
             return means - origin, scales, rotations, opacities
-        factor = means.new_tensor([sx, sy])
-        cos, sin = torch.cos(rotations.double()), torch.sin(rotations.double())
-        var1, var2 = scales[:, 0].double().square(), scales[:, 1].double().square()
+        factor = np.array([sx, sy], dtype=means.dtype)
+        rotations64 = rotations.astype(np.float64)
+        cos, sin = np.cos(rotations64), np.sin(rotations64)
+        var1, var2 = np.square(scales[:, 0].astype(np.float64)), np.square(scales[:, 1].astype(np.float64))
         # Covariance R diag(var) R^T, stretched by diag(sx, sy), plus the box filter of a downsample.
         xx = (cos * cos * var1 + sin * sin * var2) * sx * sx
         xy = cos * sin * (var1 - var2) * sx * sy
@@ -53,14 +53,14 @@ class View:
         det = xx * yy - xy * xy
         xx = xx + max(0.0, 1 - sx * sx) / 12
         yy = yy + max(0.0, 1 - sy * sy) / 12
-        peak = torch.sqrt(det.clamp(min=0) / (xx * yy - xy * xy))
+        peak = np.sqrt(np.maximum(det, 0) / (xx * yy - xy * xy))
         # Eigen-decomposition of the 2x2 covariance back to (scales, rotation).
         half_sum, half_diff = (xx + yy) / 2, (xx - yy) / 2
-        radius = torch.sqrt(half_diff * half_diff + xy * xy)
-        new_scales = torch.stack([torch.sqrt(half_sum + radius), torch.sqrt((half_sum - radius).clamp(min=1e-12))], 1)
-        new_rotations = 0.5 * torch.atan2(2 * xy, xx - yy)
-        return ((means - origin) * factor, new_scales.to(scales.dtype), new_rotations.to(rotations.dtype),
-                opacities * peak.to(opacities.dtype))
+        radius = np.sqrt(half_diff * half_diff + xy * xy)
+        new_scales = np.stack([np.sqrt(half_sum + radius), np.sqrt(np.maximum(half_sum - radius, 1e-12))], 1)
+        new_rotations = 0.5 * np.atan2(2 * xy, xx - yy)
+        return ((means - origin) * factor, new_scales.astype(scales.dtype), new_rotations.astype(rotations.dtype),
+                opacities * peak.astype(opacities.dtype))
 
 
 def plan_view(

@@ -172,7 +172,7 @@ def test_version_4_is_its_version_3_twin_over_the_background(version_4):
     assert len(version_4) == len(twin) + BACKGROUND_BYTES
     q = read_bitstream(twin)
     with torch.no_grad():  # the twin's own render, the background added before the clamp and the rounding
-        image = render(*to_render_inputs(q), 48, 64, "sum") + torch.tensor(BACKGROUND) / 255
+        image = render(*map(torch.from_numpy, to_render_inputs(q)), 48, 64, "sum") + torch.tensor(BACKGROUND) / 255
     expected = image.clamp(0, 1).mul(255).round().to(torch.uint8).numpy()
     assert np.array_equal(codec.decode(version_4), expected)
     assert not np.array_equal(expected, codec.decode(twin))

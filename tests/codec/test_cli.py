@@ -1,6 +1,9 @@
 """gsic encode / info / decode round trip through the real console entry point."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +13,7 @@ import codec
 from cli.main import main
 
 FIXTURE = "tests/fixtures/kodim23_crop96x64.png"
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_cli_roundtrip(tmp_path, capsys, crop):
@@ -32,6 +36,24 @@ def test_cli_reports_bad_input(tmp_path, capsys):
     bad.write_bytes(b"not a bitstream at all, really not" * 4)
     assert main(["decode", str(bad), str(tmp_path / "out.png")]) == 2
     assert "magic" in capsys.readouterr().err
+
+
+def test_the_program_ends_a_decode_without_teardown_yet_loses_no_output(tmp_path, encoded):
+    bitstream, png, bad = tmp_path / "x.gsi", tmp_path / "x.png", tmp_path / "bad.gsi"
+    bitstream.write_bytes(encoded.data)
+    bad.write_bytes(encoded.data[:20])
+
+    def gsic(*args: str) -> subprocess.CompletedProcess:  # a fresh process, as the console script runs it
+        return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=REPO, capture_output=True, text=True,
+                              timeout=300)
+
+    done = gsic("decode", str(bitstream), str(png))
+    assert done.returncode == 0 and f"{png}: 96x64 in" in done.stdout
+    assert np.array_equal(np.asarray(Image.open(png)), codec.decode(encoded.data))
+    failed = gsic("decode", str(bad), str(png))
+    assert failed.returncode == 2 and failed.stderr.startswith("gsic decode: error:")
+    info = gsic("info", str(bitstream))
+    assert info.returncode == 0 and json.loads(info.stdout)["bytes"] == len(encoded.data)
 
 
 def test_cli_decodes_at_a_size_and_a_region(tmp_path, capsys, encoded):

@@ -113,7 +113,7 @@ def test_quantized_form_round_trips_through_the_file(rows_sorted, per_gaussian):
     if rows_sorted:
         assert (np.diff(q.y) >= 0).all()
     for ours, theirs in zip(to_render_inputs(q), to_render_inputs(back)):
-        assert torch.equal(ours, theirs)
+        assert np.array_equal(ours, theirs)
 
 
 def test_render_inputs_are_the_dequantised_values():

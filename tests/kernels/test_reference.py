@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from kernels import ALPHA_MAX, CUTOFF_MAHALANOBIS_SQ, render, render_reference
+from kernels import ALPHA_MAX, CUTOFF_MAHALANOBIS_SQ, render
+from kernels.reference import render_reference
 
 
 def naive_render(means, scales, rotations, colors, opacities, height, width, mode):
