@@ -25,9 +25,11 @@ from codec.errors import ImageError
 
 DEFAULT_MAX_PIXELS = 40_000_000
 _BLOCK_VALUES = 1 << 20  # values converted at once: the float temporaries stay a few MB whatever the image size
-# How a decoded picture is written as PNG: Huffman coding alone of Pillow's filtered rows is about as small
-# as zlib's default on these smooth pictures, and several times faster.
+# How a decoded picture is written as PNG (the CLI and /decode): Huffman coding alone of Pillow's filtered rows is
+# about as small as zlib's default on these smooth pictures, and several times faster (docs/api.md,
+# bench/decode_sizes.py).
 PNG_OPTIONS = {"compress_level": 1, "compress_type": zlib.Z_HUFFMAN_ONLY}
+
 
 def load_image(source, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:  # [H, W, 3] uint8
     """Read ``source`` (path, encoded bytes, PIL image or array) into an [H, W, 3] uint8 array."""

@@ -6,7 +6,6 @@ import dataclasses
 import io
 import logging
 import time
-import zlib
 from pathlib import Path
 from typing import Annotated
 
@@ -19,17 +18,13 @@ from starlette.formparsers import MultiPartException
 
 import codec
 from codec.decode.view import parse_box
+from codec.image_io import PNG_OPTIONS
 from service.deps import CpuSlotsDep, MetricsDep, SettingsDep
 from service.errors import Problem, problems
 
 log = logging.getLogger("gsic.service.decode")
 
 router = APIRouter(tags=["decode"])
-
-# zlib settings of the PNG answer: Huffman coding of the filtered rows without LZ77 matching compresses a
-# decoded (smooth) picture faster than level 1 and about as well as level 9; docs/api.md has the numbers
-# (bench/decode_sizes.py reruns them).
-PNG_OPTIONS = {"compress_level": 1, "compress_type": zlib.Z_HUFFMAN_ONLY}
 
 _BODY_DOC = {
     "requestBody": {
