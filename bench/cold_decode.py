@@ -24,8 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.paths import KODAK
+
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_IMAGE = REPO.parent / "shared" / "data" / "kodak" / "kodim23.png"
+DEFAULT_IMAGE = KODAK / "kodim23.png"
 _IMPORT_LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \| (\s*)(\S+)")
 
 
