@@ -6,9 +6,9 @@ restart never sees half a job.
 
 A store is checked when it opens (``StoreDamaged``, and ``gsic serve`` refuses to start with a one-line
 reason): the WAL's header and frames against their checksums (before SQLite reads it: it would drop the
-commits after a damaged frame without a word), SQLite's integrity_check, and a database that is missing or
-empty although this data dir has held one (the ``.created`` marker beside it), which SQLite would otherwise
-recreate empty. A result is stored with its SHA-256, checked when it is served (``JobQueue.result``).
+commits after a damaged frame without a word), SQLite's integrity_check, every job row against the digest
+its triggers keep (``_check_rows``), and a database that is missing or empty although this data dir has held
+one (the ``.created`` marker beside it), which SQLite would otherwise recreate empty. A result is stored with its SHA-256, checked when it is served (``JobQueue.result``).
 """
 
 from __future__ import annotations
