@@ -48,8 +48,9 @@ def _rng(name: str) -> random.Random:
 
 
 class Requests:
-    """Every request of a test, timed: how each was answered, the slowest answer of each kind, and those slower
-    than ``limit`` seconds (a request is given ``limit`` + 10 s before it counts as hung)."""
+    """Every request of a test, timed: how each was answered (readiness probes aside), the slowest answer of each
+    kind, and those slower than ``limit`` seconds (a request is given ``limit`` + 10 s before it counts as
+    hung)."""
 
     def __init__(self, connect: Callable[[], contextlib.AbstractContextManager], limit: float):
         self.connect, self.limit = connect, limit
@@ -73,8 +74,9 @@ class Requests:
             answer = "no connection"
         seconds = time.monotonic() - started
         with self._lock:
-            self.answers[answer] += 1
-            self.slowest[answer] = max(seconds, self.slowest.get(answer, 0.0))
+            if what != "readyz":  # its 503 says no worker is alive yet, not that a request failed
+                self.answers[answer] += 1
+                self.slowest[answer] = max(seconds, self.slowest.get(answer, 0.0))
             if seconds > self.limit or answer == "hung":
                 self.late.append((what, answer, round(seconds, 2)))
         return response
