@@ -6,13 +6,14 @@ restart never sees half a job.
 
 A store is checked when it opens (``StoreDamaged``, and ``gsic serve`` refuses to start with a one-line
 reason): the WAL's header and frames against their checksums (before SQLite reads it: it would drop the
-commits after a damaged frame without a word), SQLite's integrity_check, and a database that is missing or
-empty although this data dir has held one (the ``.created`` marker beside it), which SQLite would otherwise
-recreate empty. A result is stored with its SHA-256, checked when it is served (``JobQueue.result``).
+commits after a damaged frame without a word), SQLite's integrity_check, every job row against the digest
+its triggers keep (``_check_rows``), and a database that is missing or empty although this data dir has held
+one (the ``.created`` marker beside it), which SQLite would otherwise recreate empty. A result is stored with its SHA-256, checked when it is served (``JobQueue.result``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import struct
@@ -29,7 +30,7 @@ from codec import EncodeOptions
 from service.jobs import JobRecord, JobStatus, Submission, client_params, result_digest
 from service.queue.base import ClientLimit, IdempotencyConflict, QueueFull, SubmitOutcome
 
-SCHEMA_VERSION = 3  # 2: jobs.client (the per-client limits); 3: jobs.result_sha256
+SCHEMA_VERSION = 4  # 2: jobs.client (the per-client limits); 3: jobs.result_sha256; 4: jobs.digest
 STORE_FILE = "jobs.sqlite3"  # in the data dir, with its -wal and -shm files and the .created marker
 _WAL_MAGIC = (0x377F0682, 0x377F0683)  # the first big-endian word of a WAL file (SQLite's file format)
 _WAL_HEADER, _WAL_FRAME_HEADER = 32, 24  # bytes
@@ -64,7 +65,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     result_device TEXT,
     purged INTEGER NOT NULL DEFAULT 0,
     client TEXT,
-    result_sha256 TEXT
+    result_sha256 TEXT,
+    digest TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
 CREATE TABLE IF NOT EXISTS blobs (
@@ -76,6 +78,28 @@ CREATE TABLE IF NOT EXISTS blobs (
 """
 
 _FINISHED = tuple(s.value for s in JobStatus if s.finished)
+
+# A job row's digest covers every other column; triggers write it with every insert and update, whatever the
+# statement, and the store checks it when it opens: integrity_check checks the b-trees, not what a row holds.
+_DIGESTED = ("seq", "id", "status", "params", "width", "height", "input_bytes", "input_format", "fingerprint",
+             "idempotency_key", "created_at", "started_at", "finished_at", "attempts", "cancel_requested",
+             "progress_iteration", "progress_total", "progress_psnr", "error_code", "error_message", "result_bytes",
+             "result_bpp", "result_psnr", "result_n_gaussians", "result_seconds", "result_device", "purged", "client",
+             "result_sha256")
+
+
+def _digest_of(row: str) -> str:
+    """SQL for the digest of a jobs row (``row`` is "NEW." in a trigger, "" in a query)."""
+    return f"gsic_row_digest({', '.join(row + column for column in _DIGESTED)})"
+
+
+_TRIGGERS = [f"CREATE TRIGGER IF NOT EXISTS jobs_digest_{when.split()[0].lower()} AFTER {when} ON jobs BEGIN "
+             f"UPDATE jobs SET digest = {_digest_of('NEW.')} WHERE seq = NEW.seq; END"
+             for when in ("INSERT", f"UPDATE OF {', '.join(_DIGESTED)}")]
+
+
+def _row_digest(*values) -> str:
+    return hashlib.sha256(repr(values).encode()).hexdigest()
 
 
 class StoreDamaged(RuntimeError):
@@ -91,9 +115,13 @@ class JobStore:
         _check_wal(self.path.with_name(self.path.name + "-wal"))
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+            self._db.create_function("gsic_row_digest", -1, _row_digest, deterministic=True)
             self._open(marker.exists())
-        except sqlite3.DatabaseError as exc:  # "file is not a database", "database disk image is malformed"
-            raise StoreDamaged(f"{self.path}: {exc}; restore it (with its -wal file) from a backup") from None
+        # "file is not a database", "database disk image is malformed"; a damaged schema can make SQLite's own
+        # message undecodable
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
+            raise StoreDamaged(f"{self.path}: {' '.join(str(exc).split())}; restore it (with its -wal file) from a "
+                               "backup") from None
         marker.touch()
 
     def _open(self, existed: bool) -> None:
@@ -116,10 +144,28 @@ class JobStore:
                 db.execute("ALTER TABLE jobs ADD COLUMN client TEXT")
             if version in (1, 2):  # its results have no digest to check
                 db.execute("ALTER TABLE jobs ADD COLUMN result_sha256 TEXT")
-            for statement in _SCHEMA.split(";"):
+            if version in (1, 2, 3):  # nor its rows, until now
+                db.execute("ALTER TABLE jobs ADD COLUMN digest TEXT")
+            for statement in [*_SCHEMA.split(";"), *_TRIGGERS]:
                 if statement.strip():
                     db.execute(statement)
+            if version in (1, 2, 3):
+                db.execute(f"UPDATE jobs SET digest = {_digest_of('')}")
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self._check_rows()
+
+    def _check_rows(self) -> None:
+        """Every job row still matches its digest: bytes changed inside one would otherwise answer 500 for that
+        job on every poll, or silently change it (its state, its error, its result's figures)."""
+        for (seq,) in self._db.execute("SELECT seq FROM jobs").fetchall():
+            try:
+                intact = self._db.execute(f"SELECT digest IS {_digest_of('')} FROM jobs WHERE seq = ?",
+                                          (seq,)).fetchone()[0]
+            except sqlite3.OperationalError:  # a text that is no longer UTF-8
+                intact = False
+            if not intact:
+                raise StoreDamaged(f"{self.path} is damaged (job row {seq} does not match its digest); restore "
+                                   "it (with its -wal file) from a backup")
 
     def close(self) -> None:
         with self._lock:

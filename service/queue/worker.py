@@ -120,11 +120,14 @@ class EncodeWorker:
         failures = 0
         while True:
             self._polling = True
+            started = time.monotonic()
             try:
                 await self._worker.async_run()
                 raise RuntimeError("arq's polling loop returned")  # it only returns in burst mode
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
                 self._polling = False
+                if time.monotonic() - started > _REPOLL_DELAYS[-1]:  # it polled a while: a new outage
+                    failures = 0
                 delay = _REPOLL_DELAYS[min(failures, len(_REPOLL_DELAYS) - 1)]
                 failures += 1
                 log.warning("worker %s: polling for jobs failed (%s: %s); polling again in %.1f s", self.name,

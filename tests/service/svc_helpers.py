@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import shutil
 import signal
 import struct
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import time
 import zlib
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -87,6 +89,22 @@ def metric(text: str, line_start: str) -> float:
     values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_start)]
     assert values, f"no metric {line_start!r}"
     return sum(values)
+
+
+def copy_store(source: Path, target: Path) -> None:
+    """Copy a job store's files (database, WAL, marker) as they are, as a crash would leave them if the store
+    is open."""
+    from service.queue.store import STORE_FILE
+
+    target.mkdir(parents=True, exist_ok=True)
+    for name in (STORE_FILE, STORE_FILE + "-wal", STORE_FILE + ".created"):
+        shutil.copy(source / name, target / name)
+
+
+def overwrite(path: Path, offset: int, data: bytes) -> None:
+    with path.open("r+b") as file:
+        file.seek(offset)
+        file.write(data)
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -176,12 +194,23 @@ class LiveWorker(_Process):
         return self
 
 
-class RedisServer:
-    """A real redis-server (from PATH) on a loopback port, without persistence, that a test can stop and start
-    again on the same port (empty then), or freeze (SIGSTOP: it accepts connections but answers nothing)."""
+def recorded_successes(workers: list[LiveWorker]) -> Counter:
+    """Job ids the ``gsic worker`` processes recorded as succeeded (a refused duplicate is logged as "not
+    recorded")."""
+    pattern = re.compile(r"job (\S+) succeeded$", re.MULTILINE)
+    return Counter(job_id for w in workers for job_id in pattern.findall(w.log(tail=None)))
 
-    def __init__(self, executable: str, port: int, workdir: Path):
+
+class RedisServer:
+    """A real redis-server (from PATH) on a loopback port that a test can stop and start again on the same port,
+    or freeze (SIGSTOP: it accepts connections but answers nothing). Without persistence it starts empty again;
+    with ``appendonly`` every write is fsynced to its append-only file before it is answered, and a restart
+    reloads it (as docs/api.md tells operators to run it)."""
+
+    def __init__(self, executable: str, port: int, workdir: Path, appendonly: bool = False):
         self.executable, self.port, self.workdir = executable, port, workdir
+        self.persistence = ["--appendonly", "yes", "--appendfsync", "always"] if appendonly else \
+            ["--appendonly", "no"]
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -194,7 +223,7 @@ class RedisServer:
 
         with (self.workdir / "redis.log").open("ab") as log:
             self.proc = subprocess.Popen([self.executable, "--port", str(self.port), "--bind", "127.0.0.1",
-                                          "--save", "", "--appendonly", "no", "--dir", str(self.workdir)],
+                                          "--save", "", *self.persistence, "--dir", str(self.workdir)],
                                          stdout=log, stderr=log)
         with redis.Redis(port=self.port) as client:
             deadline = time.monotonic() + timeout
@@ -222,7 +251,7 @@ class RedisServer:
 
 
 @contextlib.contextmanager
-def redis_process(workdir: Path):
+def redis_process(workdir: Path, appendonly: bool = False):
     """A started ``RedisServer`` on a free port, stopped afterwards. Skips the test where redis-server is not
     installed, except under CI=true, where that fails it."""
     executable = shutil.which("redis-server")
@@ -231,7 +260,7 @@ def redis_process(workdir: Path):
             pytest.fail("redis-server is not on PATH; .ci/run installs it (apt-get install redis-server)")
         pytest.skip("redis-server is not on PATH (apt-get install redis-server)")
     for _ in range(3):  # another process may take the port between free_port() and the bind
-        server = RedisServer(executable, free_port(), workdir)
+        server = RedisServer(executable, free_port(), workdir, appendonly)
         if server.start():
             try:
                 yield server

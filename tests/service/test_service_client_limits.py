@@ -116,6 +116,9 @@ def test_a_store_of_the_previous_schema_is_upgraded_with_its_jobs(make_client, t
     old_job = submit(first, small_png).json()["id"]
     first.__exit__(None, None, None)
     with sqlite3.connect(tmp_path / "data" / "jobs.sqlite3") as db:  # as the release before jobs.client left it
+        db.execute("DROP TRIGGER jobs_digest_insert")
+        db.execute("DROP TRIGGER jobs_digest_update")
+        db.execute("ALTER TABLE jobs DROP COLUMN digest")
         db.execute("ALTER TABLE jobs DROP COLUMN client")
         db.execute("ALTER TABLE jobs DROP COLUMN result_sha256")
         db.execute("PRAGMA user_version = 1")

@@ -225,9 +225,8 @@ def test_interrupted_job_is_requeued_then_given_up(make_client, tmp_path, small_
     poison = submit(first, image_bytes(20, 20)).json()["id"]
     store = first.app.state.queue.store
     assert store.claim_next().id == interrupted and store.claim_next().id == poison  # "running" ...
+    store._db.execute("UPDATE jobs SET attempts = 3 WHERE id = ?", (poison,))  # the poison job died 3 times
     first.__exit__(None, None, None)  # ... when the process went away
-    with sqlite3.connect(tmp_path / "data" / "jobs.sqlite3") as db:  # the poison job already died 3 times
-        db.execute("UPDATE jobs SET attempts = 3 WHERE id = ?", (poison,))
 
     second = make_client(workers=1)
     job = wait_job(second, interrupted)

@@ -87,3 +87,32 @@ def test_a_frozen_redis_is_a_503_within_the_timeout(make_client, small_png, tmp_
             server.thaw()
             pool.shutdown()
         assert client.get(f"/jobs/{job_id}").json()["status"] == "queued"  # thawed, it answers again
+
+
+def test_each_outage_starts_the_repoll_delays_again(tmp_path, monkeypatch):
+    """The delays before polling again (0.5, 1, 2, then 5 s) used to run on over a worker's whole life: after
+    its fourth failed poll every later outage, however far apart, waited 5 s before the first new poll (the
+    fault-injection suite's worker logs showed it)."""
+    from types import SimpleNamespace
+
+    from service.queue import worker as worker_module
+    from service.settings import Settings
+
+    monkeypatch.setattr(worker_module, "_REPOLL_DELAYS", (0.1, 0.5, 1.0))
+    starts: list[float] = []
+
+    async def poll() -> None:
+        starts.append(time.monotonic())
+        if len(starts) == 4:
+            await asyncio.sleep(1.5)  # Redis answered a while, then failed again
+        if len(starts) == 5:
+            raise RuntimeError("done")
+        raise redis.exceptions.ConnectionError("Redis is down")
+
+    worker = worker_module.EncodeWorker(Settings(data_dir=tmp_path, device="cpu"), "cpu", "w")
+    worker._worker = SimpleNamespace(async_run=poll)
+    with pytest.raises(RuntimeError, match="done"):
+        asyncio.run(worker._poll())
+    gaps = [later - earlier for earlier, later in zip(starts, starts[1:])]
+    assert 0.5 <= gaps[1] < 1.0 and 1.0 <= gaps[2] < 1.5, gaps  # one outage: 0.1, 0.5, 1 s
+    assert 1.5 <= gaps[3] < 1.5 + 0.5, gaps  # the next one starts at 0.1 s again (1 s without the reset)

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-import re
 import time
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,7 +19,7 @@ import pytest
 import redis
 
 import codec
-from svc_helpers import FINISHED, LiveServer, LiveWorker, image_bytes, submit, wait_for
+from svc_helpers import FINISHED, LiveServer, LiveWorker, image_bytes, recorded_successes, submit, wait_for
 
 LEASE_SECONDS = 4  # GSIC_WORKER_LEASE_SECONDS: how long a dead worker's job waits before it runs again
 TINY = image_bytes(16, 16)  # ~10 ms per CPU iteration, a progress report every 10 iterations
@@ -89,12 +87,6 @@ def job_counts(http: httpx.Client) -> dict[str, float]:
             for line in http.get("/metrics").text.splitlines() if line.startswith("gsic_jobs{state=")}
 
 
-def recorded_successes(running: Cluster) -> Counter:
-    """Job ids each worker recorded as succeeded (a refused duplicate is logged as "not recorded")."""
-    pattern = re.compile(r"job (\S+) succeeded$", re.MULTILINE)
-    return Counter(job_id for w in running.workers for job_id in pattern.findall(w.log(tail=None)))
-
-
 def wait_running_on_a_worker(running: Cluster, http: httpx.Client, job_id: str, timeout: float = 120) -> str:
     """Until ``job_id`` has reported progress; the name of the worker that runs it (its attempt holds the job
     in Redis as ``name/attempt``; /readyz names no job)."""
@@ -136,7 +128,7 @@ def check_all_succeeded_once(running: Cluster, ids: list[str], timeout: float) -
             assert len(data) == job["result"]["bytes"] and codec.inspect(data).height == job["height"]
         counts = job_counts(first)
         assert counts["queued"] == 0 and counts["running"] == 0, counts
-    recorded = recorded_successes(running)
+    recorded = recorded_successes(running.workers)
     assert {job_id: recorded[job_id] for job_id in ids} == {job_id: 1 for job_id in ids}  # each stored once
     return jobs
 

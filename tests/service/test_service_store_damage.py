@@ -6,13 +6,14 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from codec import EncodeOptions
 from service.jobs import Submission
 from service.queue.store import STORE_FILE, JobStore, StoreDamaged
-from svc_helpers import REPO, image_bytes
+from svc_helpers import REPO, copy_store, image_bytes, overwrite
 
 
 def _filled(data_dir, jobs: int = 40) -> JobStore:
@@ -92,21 +93,11 @@ def test_serve_refuses_to_start_on_a_damaged_store(tmp_path):
 
 def _crashed_copy(tmp_path, jobs: int = 40):
     """The files of a store whose process died with its last commits only in the WAL: copied while it is open."""
-    import shutil
-
     live = _filled(tmp_path / "live", jobs)
     copy = tmp_path / "copy"
-    copy.mkdir()
-    for name in (STORE_FILE, STORE_FILE + "-wal", STORE_FILE + ".created"):
-        shutil.copy(tmp_path / "live" / name, copy / name)
+    copy_store(tmp_path / "live", copy)
     live.close()
     return copy, copy / (STORE_FILE + "-wal")
-
-
-def _overwrite(path, offset: int, data: bytes) -> None:
-    with path.open("r+b") as file:
-        file.seek(offset)
-        file.write(data)
 
 
 def test_an_intact_wal_passes_its_check_with_every_job(tmp_path):
@@ -129,7 +120,7 @@ def test_a_damaged_wal_is_refused_not_truncated(tmp_path, where, reason):
     frame = 24 + 4096
     offset = {"inside a frame's page": 32 + 5 * frame + 24 + 1000, "a frame's salts": 32 + 5 * frame + 8,
               "the header's checkpoint number": 12}[where]
-    _overwrite(wal, offset, bytes(range(64)) if where.startswith("inside") else b"\xff\xee\xdd\xcc")
+    overwrite(wal, offset, bytes(range(64)) if where.startswith("inside") else b"\xff\xee\xdd\xcc")
     with pytest.raises(StoreDamaged, match=re.escape(reason)) as refused:
         JobStore(data_dir / STORE_FILE, 60.0)
     assert "\n" not in str(refused.value) and "backup" in str(refused.value)
@@ -137,7 +128,7 @@ def test_a_damaged_wal_is_refused_not_truncated(tmp_path, where, reason):
 
 def test_serve_refuses_a_damaged_wal_in_one_line(tmp_path):
     data_dir, wal = _crashed_copy(tmp_path)
-    _overwrite(wal, 32 + 3 * (24 + 4096) + 24 + 100, bytes(range(1, 65)))
+    overwrite(wal, 32 + 3 * (24 + 4096) + 24 + 100, bytes(range(1, 65)))
     result = _serve(data_dir)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
@@ -158,3 +149,32 @@ def test_a_result_changed_in_the_store_is_not_served(make_client, small_png, tmp
                    (data[:-1] + bytes([data[-1] ^ 1]), job["id"]))
     body = assert_problem(client.get(f"/jobs/{job['id']}/result"), 500, "result_damaged")
     assert "digest" in body["message"]
+
+
+def _checkpointed(tmp_path) -> Path:
+    """A filled store with every commit in its database file (no WAL), closed."""
+    store = _filled(tmp_path)
+    store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.close()
+    return tmp_path / STORE_FILE
+
+
+@pytest.mark.parametrize("damage", [b"HIGH", b"\xff\xfe\xfd\xfc"], ids=["a changed value", "bytes not UTF-8"])
+def test_a_job_row_changed_inside_is_refused(tmp_path, damage):
+    """integrity_check reads the b-trees, not what a row holds: a changed value inside a job row used to open
+    normally (the fault-injection suite found it), and the job then answered 500 on every poll or changed."""
+    path = _checkpointed(tmp_path)
+    overwrite(path, path.read_bytes().index(b'"preset": "high"') + 11, damage)
+    with pytest.raises(StoreDamaged, match=r"job row \d+ does not match its digest") as refused:
+        JobStore(path, 60.0)
+    assert "\n" not in str(refused.value) and "backup" in str(refused.value)
+
+
+def test_a_schema_sqlite_cannot_quote_is_refused_in_one_line(tmp_path):
+    """A damaged schema whose text is not UTF-8 makes SQLite's error message undecodable: the store's open used
+    to raise UnicodeDecodeError (a traceback from gsic serve) instead of refusing."""
+    path = _checkpointed(tmp_path)
+    overwrite(path, path.read_bytes().index(b"CREATE TABLE blobs") + 2, b"\xa3" * 4)  # SQLite quotes it
+    with pytest.raises(StoreDamaged, match="restore it") as refused:
+        JobStore(path, 60.0)
+    assert "\n" not in str(refused.value)
