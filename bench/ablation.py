@@ -21,6 +21,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "default (as shipped)": ("default", {}),
     "default, 1800 iterations": ("default", {"schedule.iterations": 1800}),
     "default, 3600 iterations": ("default", {"schedule.iterations": 3600}),
+    "default, fixed steps (before steps scaled with the density)": ("default", {"schedule.scale_from_density": 0.0}),
     "default, 10 density rounds": ("default", {"schedule.densify_rounds": 10}),
     "default, no rate term": ("default", {"loss.rate_weight": 0.0}),
     "default, rate term 0.01": ("default", {"loss.rate_weight": 0.01}),

@@ -108,10 +108,16 @@ def _encode_arguments(encode: argparse.ArgumentParser) -> None:
                         help="default (the default): accumulated blending, sorted positions; paper: the "
                              "paper's configuration")
     encode.add_argument("--iterations", type=int, help="optimisation steps (default: "
-                        + ", ".join(f"{m.schedule.iterations} for {m.name}" for m in codec.METHODS.values()) + ")")
+                        + ", ".join(f"{_steps(m.schedule)} for {m.name}" for m in codec.METHODS.values()) + ")")
     encode.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     encode.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     encode.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _steps(schedule) -> str:  # a method's step count, or its range where dense sets get more
+    most = round(schedule.iterations * schedule.max_step_scale)
+    return f"{schedule.iterations}" if not schedule.scale_from_density or most == schedule.iterations \
+        else f"{schedule.iterations} to {most}, more for denser sets,"
 
 
 def _check_writable(path: Path) -> None:

@@ -49,9 +49,9 @@ class EncodeOptions:
         if self.iterations is not None and (isinstance(self.iterations, bool) or not isinstance(self.iterations, int)
                                             or self.iterations < 1):
             raise ValueError(f"iterations must be a whole number >= 1, got {self.iterations!r}")
-        if self.total_iterations > MAX_ITERATIONS:
+        if self.iterations is not None and self.iterations > MAX_ITERATIONS:
             raise ValueError(f"iterations must be at most codec.MAX_ITERATIONS ({MAX_ITERATIONS}), "
-                             f"got {self.total_iterations}")
+                             f"got {self.iterations}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             raise ValueError(f"seed must be a whole number >= 0, got {self.seed!r}")
         if self.backend not in BACKENDS:
@@ -82,9 +82,15 @@ class EncodeOptions:
     def method_name(self) -> str:
         return self.config.name
 
-    @property
-    def total_iterations(self) -> int:  # two at least: one fitting and one quantised step
-        return max(self.iterations or self.config.schedule.iterations, 2)
+    def steps(self, height: int, width: int) -> int:  # two at least: one fitting and one quantised step
+        """The encode's step count: the iterations asked for, else the method's schedule for the count this
+        image's target plans."""
+        if self.iterations is not None:
+            return max(self.iterations, 2)
+        from codec.train.rate import RateControl  # the plan is the trainer's; options stay cheap to import
+
+        plan = RateControl.for_image(self.target_bpp, height, width, self.config).plan
+        return max(self.config.schedule.steps_for(plan.n_gaussians, height * width), 2)
 
     @property
     def torch_device(self) -> "torch.device":

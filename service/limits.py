@@ -161,9 +161,10 @@ class ClientShare:
 
 def check_encode_work(width: int, height: int, params: EncodeOptions, limit: int) -> None:
     """422 ``encode_too_costly`` when pixels x iterations exceeds GSIC_MAX_ENCODE_WORK."""
-    work = width * height * params.total_iterations
+    steps = params.steps(height, width)
+    work = width * height * steps
     if work > limit:
-        raise Problem(422, "encode_too_costly", f"{width}x{height} pixels at {params.total_iterations} iterations "
+        raise Problem(422, "encode_too_costly", f"{width}x{height} pixels at {steps} iterations "
                       f"is {work} pixel-iterations, more than this server's limit GSIC_MAX_ENCODE_WORK ({limit}); "
                       "ask for fewer iterations or send a smaller image", limit="GSIC_MAX_ENCODE_WORK", work=work,
                       max_work=limit)

@@ -85,7 +85,7 @@ class EncodeRun:
             keep_freed_memory()  # each step's image-sized temporaries would otherwise be page-faulted in anew
         target = torch.tensor(pixels, dtype=torch.float32, device=self.device) / 255
         self.rate = RateControl.for_image(options.target_bpp, height, width, method)
-        self.training = _Training(target, self.rate.plan, method, options.total_iterations, options.seed, progress,
+        self.training = _Training(target, self.rate.plan, method, options.steps(height, width), options.seed, progress,
                                   weight_at(method.loss.rate_weight, options.target_bpp),
                                   _mean_color(pixels) if method.format.background else None, options.backend)
         self.model: QuantisedModel | None = None  # from ``quantise`` on

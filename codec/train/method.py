@@ -37,12 +37,26 @@ class Schedule:
     # Share of the quantised steps after which the stream is measured once more: the remaining steps heal a
     # prune there, which at the final write costs the image much more.
     remeasure_at: float = 0.75
+    # Denser sets want more steps (docs/method.md): above this many planned Gaussians per megapixel the steps grow
+    # in proportion, to at most max_step_scale times ``iterations``; 0: always ``iterations``.
+    scale_from_density: float = 5600.0
+    max_step_scale: float = 2.0
 
     def __post_init__(self) -> None:
         _check_share(self, "coarse_share", "fit_share", "densify_until", "remeasure_at")
         if self.iterations < 1 or self.densify_rounds < 0:
             raise ValueError(f"iterations must be >= 1 and densify_rounds >= 0, not {self.iterations}, "
                              f"{self.densify_rounds}")
+        if self.scale_from_density < 0 or self.max_step_scale < 1:
+            raise ValueError(f"scale_from_density must be >= 0 and max_step_scale >= 1, not "
+                             f"{self.scale_from_density}, {self.max_step_scale}")
+
+    def steps_for(self, n_gaussians: int, pixels: int) -> int:
+        """The step count for a planned set of ``n_gaussians`` over ``pixels``."""
+        if not self.scale_from_density:
+            return self.iterations
+        density = n_gaussians * 1e6 / pixels
+        return round(self.iterations * min(self.max_step_scale, max(1.0, density / self.scale_from_density)))
 
     def over(self, total: int) -> StepPlan:
         return StepPlan(self, total)
@@ -189,10 +203,10 @@ PARTS = tuple(f.name for f in dataclasses.fields(Method) if f.name != "name")
 METHODS = {
     "default": Method("default"),
     # The paper's configuration: ordered alpha blending, L1 + SSIM, K-means VQ of both groups, 10-bit positions in
-    # index order, 1200 steps all at full resolution.
+    # index order, 1200 steps at every rate, all at full resolution.
     "paper": Method(
         "paper",
-        schedule=Schedule(iterations=1200, coarse_share=0.0, fit_share=0.7),
+        schedule=Schedule(iterations=1200, coarse_share=0.0, fit_share=0.7, scale_from_density=0.0),
         loss=LossConfig(distortion="l1", ssim_weight=0.2, rate_weight=0.0),
         format=FormatConfig(blend_mode="alpha", shape_per_gaussian=False, color_per_gaussian=False,
                             parametric_models=False, background=False),

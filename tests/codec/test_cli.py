@@ -98,4 +98,5 @@ def test_cli_encode_help_lists_the_range_presets_and_defaults(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert f"{codec.MIN_BPP} to {codec.MAX_BPP}" in text
     assert all(f"{name} = {bpp} bpp" in text for name, bpp in codec.RATE_PRESETS.items())
-    assert f"default: {codec.METHODS['default'].schedule.iterations} for default" in text and "default 0" in text
+    assert f"default: {codec.METHODS['default'].schedule.iterations} to 3600, more for denser sets, for default" in text
+    assert f"{codec.METHODS['paper'].schedule.iterations} for paper" in text and "default 0" in text

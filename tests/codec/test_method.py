@@ -4,6 +4,8 @@ import dataclasses
 
 import pytest
 
+import codec
+
 from codec.train.method import METHODS, PARTS, DensityConfig, InitConfig, LossConfig, Method, OptimiserConfig, Schedule
 
 
@@ -15,7 +17,7 @@ def test_the_dataclass_defaults_are_the_default_method():
 def test_the_paper_differs_in_schedule_loss_and_format_only():
     paper = METHODS["paper"]
     assert (paper.optimiser, paper.init, paper.density) == (OptimiserConfig(), InitConfig(), DensityConfig())
-    assert paper.schedule == Schedule(iterations=1200, coarse_share=0.0, fit_share=0.7)
+    assert paper.schedule == Schedule(iterations=1200, coarse_share=0.0, fit_share=0.7, scale_from_density=0.0)
     assert paper.loss == LossConfig(distortion="l1", ssim_weight=0.2, rate_weight=0.0)
     assert paper.format.blend_mode == "alpha" and not paper.format.background
     assert not (paper.format.shape_per_gaussian or paper.format.color_per_gaussian or paper.format.parametric_models)
@@ -66,3 +68,25 @@ def test_an_unknown_field_of_a_part_is_a_type_error():
     with pytest.raises(TypeError):
         METHODS["default"].replace(**{"format.colour_bits": 5})
 
+
+
+def test_steps_grow_with_the_planned_density_up_to_the_cap():
+    schedule = codec.METHODS["default"].schedule
+    pixels = 768 * 512
+    assert schedule.steps_for(900, pixels) == schedule.iterations  # 0.125 bpp on Kodak: as before
+    assert schedule.steps_for(3028, pixels) > schedule.iterations  # 0.35 bpp: in between
+    assert schedule.steps_for(3028, pixels) < 2 * schedule.iterations
+    assert schedule.steps_for(4410, pixels) == 2 * schedule.iterations  # 0.5 bpp: the cap
+    assert codec.METHODS["paper"].schedule.steps_for(10**6, pixels) == codec.METHODS["paper"].schedule.iterations
+
+
+def test_an_encodes_steps_follow_its_plan_unless_asked():
+    options = codec.EncodeOptions(bpp=0.5)
+    assert options.steps(512, 768) == 2 * codec.METHODS["default"].schedule.iterations
+    assert codec.EncodeOptions(bpp=0.125).steps(512, 768) == codec.METHODS["default"].schedule.iterations
+    assert codec.EncodeOptions(bpp=0.5, iterations=300).steps(512, 768) == 300
+
+
+def test_a_schedule_refuses_a_scale_below_one():
+    with pytest.raises(ValueError, match="max_step_scale"):
+        Schedule(max_step_scale=0.5)
