@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from codec.format.bitstream import MAX_SCALAR_BITS
+from codec.format.values import BLEND_MODES
 
 Distortion = Literal["l1", "rmse"]  # the per-pixel error terms of codec.train.losses
 DISTORTIONS = get_args(Distortion)
-BlendMode = Literal["alpha", "sum"]  # ordered alpha blending (the paper's), or an order-free accumulated sum
-BLEND_MODES = get_args(BlendMode)
+# Ordered alpha blending (the paper's), or an order-free accumulated sum: the file's BLEND_MODES, spelled out
+# for the type checker.
+BlendMode = Literal["alpha", "sum"]
 
 
 def _check_share(part: object, *names: str) -> None:

@@ -90,3 +90,12 @@ def test_an_encodes_steps_follow_its_plan_unless_asked():
 def test_a_schedule_refuses_a_scale_below_one():
     with pytest.raises(ValueError, match="max_step_scale"):
         Schedule(max_step_scale=0.5)
+
+
+def test_the_blend_mode_type_names_the_files_blend_modes():
+    from typing import get_args
+
+    from codec.format.values import BLEND_MODES
+    from codec.train.method import BlendMode
+
+    assert get_args(BlendMode) == BLEND_MODES
