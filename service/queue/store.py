@@ -6,13 +6,17 @@ restart never sees half a job.
 
 A store is checked when it opens (``StoreDamaged``, and ``gsic serve`` refuses to start with a one-line
 reason): the WAL's header and frames against their checksums (before SQLite reads it: it would drop the
-commits after a damaged frame without a word), SQLite's integrity_check, every job row against the digest
-its triggers keep (``_check_rows``), and a database that is missing or empty although this data dir has held
-one (the ``.created`` marker beside it), which SQLite would otherwise recreate empty. A result is stored with its SHA-256, checked when it is served (``JobQueue.result``).
+commits after a damaged frame without a word), SQLite's integrity_check, the tables', indexes' and triggers'
+definitions against this service's (``_check_schema``), every job row against the digest its triggers keep
+(``_check_rows``), and a database that is missing or empty although this data dir has held one (the
+``.created`` marker beside it), which SQLite would otherwise recreate empty. A result is stored with its
+SHA-256, checked when it is served (``JobQueue.result``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import sqlite3
@@ -21,7 +25,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +101,23 @@ _TRIGGERS = [f"CREATE TRIGGER IF NOT EXISTS jobs_digest_{when.split()[0].lower()
              for when in ("INSERT", f"UPDATE OF {', '.join(_DIGESTED)}")]
 
 
+def _schema_of(db: sqlite3.Connection) -> dict[tuple[str, str], str | None]:
+    """Each schema object's definition, whitespace removed: a store upgraded from schema 1–3 holds the columns
+    it gained as ALTER TABLE appended them, which differs from a new store's text only in whitespace."""
+    return {(kind, name): None if sql is None else "".join(sql.split())
+            for kind, name, sql in db.execute("SELECT type, name, sql FROM sqlite_master")}
+
+
+@functools.cache
+def _expected_schema() -> dict[tuple[str, str], str | None]:
+    with contextlib.closing(sqlite3.connect(":memory:")) as db:
+        db.create_function("gsic_row_digest", -1, _row_digest, deterministic=True)
+        for statement in [*_SCHEMA.split(";"), *_TRIGGERS]:
+            if statement.strip():
+                db.execute(statement)
+        return _schema_of(db)
+
+
 def _row_digest(*values) -> str:
     return hashlib.sha256(repr(values).encode()).hexdigest()
 
@@ -113,16 +133,21 @@ class JobStore:
         self._lock = threading.RLock()
         marker = self.path.with_name(self.path.name + ".created")
         _check_wal(self.path.with_name(self.path.name + "-wal"))
-        try:
+        with self._refusing():
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
             self._db.create_function("gsic_row_digest", -1, _row_digest, deterministic=True)
             self._open(marker.exists())
-        # "file is not a database", "database disk image is malformed"; a damaged schema can make SQLite's own
-        # message undecodable
+        marker.touch()
+
+    @contextlib.contextmanager
+    def _refusing(self) -> Iterator[None]:
+        """SQLite's errors on a damaged file ("file is not a database", "database disk image is malformed")
+        as a one-line StoreDamaged; a damaged schema can make SQLite's own message undecodable."""
+        try:
+            yield
         except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
             raise StoreDamaged(f"{self.path}: {' '.join(str(exc).split())}; restore it (with its -wal file) from a "
                                "backup") from None
-        marker.touch()
 
     def _open(self, existed: bool) -> None:
         self._db.row_factory = sqlite3.Row
@@ -152,7 +177,16 @@ class JobStore:
             if version in (1, 2, 3):
                 db.execute(f"UPDATE jobs SET digest = {_digest_of('')}")
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self._check_schema()
         self._check_rows()
+
+    def _check_schema(self) -> None:
+        """The tables, indexes and triggers are the ones this service creates: the statements above create only
+        what is missing, so a definition changed inside the file (a trigger's text, a column's name or CHECK)
+        would pass integrity_check and fail later, when a statement first touches it."""
+        if _schema_of(self._db) != _expected_schema():
+            raise StoreDamaged(f"{self.path} is damaged (its schema is not this service's); restore it (with its "
+                               "-wal file) from a backup")
 
     def _check_rows(self) -> None:
         """Every job row still matches its digest: bytes changed inside one would otherwise answer 500 for that
@@ -177,7 +211,7 @@ class JobStore:
         Path(data_dir).mkdir(parents=True, exist_ok=True)
         cls(Path(data_dir) / STORE_FILE, 1.0).close()
 
-    @contextmanager
+    @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
@@ -329,7 +363,7 @@ class JobStore:
     def recover(self, max_attempts: int) -> dict[str, int]:
         """After a start: jobs left running by a dead process are queued again (or end, see below)."""
         now = time.time()
-        with self._tx() as db:
+        with self._refusing(), self._tx() as db:  # the first writes since the open: its triggers fire here
             canceled = db.execute(
                 "UPDATE jobs SET status = 'canceled', finished_at = ?, error_code = 'canceled', "
                 "error_message = 'canceled while running' WHERE status = 'running' AND cancel_requested = 1",

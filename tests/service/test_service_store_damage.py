@@ -178,3 +178,17 @@ def test_a_schema_sqlite_cannot_quote_is_refused_in_one_line(tmp_path):
     with pytest.raises(StoreDamaged, match="restore it") as refused:
         JobStore(path, 60.0)
     assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("where, damage", [(b"NEW.result_bpp", b"X"), (b"progress_psnr REAL", b"X")],
+                         ids=["a trigger's text", "a column's type"])
+def test_a_schema_definition_changed_inside_is_refused(tmp_path, where, damage):
+    """The schema is created with IF NOT EXISTS, so a definition changed inside the file used to open: a
+    trigger then failed at the first UPDATE of the start's recovery (the fault-injection suite found it: "no
+    such column: bNEW.result_bpp", or an undecodable message); a column's changed type would change what it
+    stores."""
+    path = _checkpointed(tmp_path)
+    overwrite(path, path.read_bytes().index(where) + len(where) - 1, damage)
+    with pytest.raises(StoreDamaged, match="its schema is not this service's") as refused:
+        JobStore(path, 60.0)
+    assert "\n" not in str(refused.value) and "backup" in str(refused.value)
