@@ -10,6 +10,7 @@ real bpp and median encode seconds over the images, written to the "ablation" se
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 from pathlib import Path
@@ -45,6 +46,10 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "default, L1 + 0.2 SSIM loss": ("default", {"loss.distortion": "l1", "loss.ssim_weight": 0.2}),
     "default, ordered alpha blending (positions unsorted, no background)": ("default", {"format.blend_mode": "alpha",
                                                                          "format.background": False}),
+    "default, Gaussians only (format v4, before the texture layer)": ("default", {"texture.from_bpp": math.inf}),
+    "default, texture with 1600 steps": ("default", {"texture.steps": 1600}),
+    "default, texture with a third of the bits to the Gaussians": ("default", {"texture.gaussian_share": 1 / 3}),
+    "default, texture with two thirds of the bits to the Gaussians": ("default", {"texture.gaussian_share": 2 / 3}),
     "paper configuration": ("paper", {}),
 }
 

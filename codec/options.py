@@ -82,15 +82,29 @@ class EncodeOptions:
     def method_name(self) -> str:
         return self.config.name
 
-    def steps(self, height: int, width: int) -> int:  # two at least: one fitting and one quantised step
-        """The encode's step count: the iterations asked for, else the method's schedule for the count this
-        image's target plans."""
+    def steps(self, height: int, width: int) -> int:
+        """The encode's step count: the Gaussians' and then the texture layer's."""
+        return self.gaussian_steps(height, width) + self.texture_steps(height, width)
+
+    def gaussian_steps(self, height: int, width: int) -> int:  # two at least: one fitting and one quantised step
+        """The iterations asked for, else the method's schedule for the count this image's Gaussian budget plans."""
         if self.iterations is not None:
             return max(self.iterations, 2)
         from codec.train.rate import RateControl  # the plan is the trainer's; options stay cheap to import
 
-        plan = RateControl.for_image(self.target_bpp, height, width, self.config).plan
+        plan = RateControl.for_image(self.gaussian_bpp(height, width), height, width, self.config).plan
         return max(self.config.schedule.steps_for(plan.n_gaussians, height * width), 2)
+
+    def texture_steps(self, height: int, width: int) -> int:  # 0: no texture layer
+        texture = self.config.texture
+        if not texture.applies(self.target_bpp, height, width):
+            return 0
+        return texture.steps if self.iterations is None else min(texture.steps, self.iterations)
+
+    def gaussian_bpp(self, height: int, width: int) -> float:
+        """The Gaussians' share of the target: all of it, unless a texture layer takes the rest."""
+        texture = self.config.texture
+        return self.target_bpp * (texture.gaussian_share if texture.applies(self.target_bpp, height, width) else 1)
 
     @property
     def torch_device(self) -> "torch.device":

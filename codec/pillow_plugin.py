@@ -12,39 +12,25 @@ from __future__ import annotations
 
 import math
 import numbers
-import struct
 
 from PIL import Image, ImageFile
 
 from codec.api import decode, encode, inspect
-from codec.format.bitstream import BACKGROUND_BYTES, CRC_BYTES, HEADER_BYTES, HEADER_FIELDS, MAGIC
-from codec.errors import BitstreamError
+from codec.format.bitstream import HEADER_PREFIX, MAGIC, declared_length
 
 FORMAT = "GSI"
 EXTENSION = ".gsi"
 MIME = "image/x-gsi"
 DEFAULT_PRESET = "medium"
 _SAVE_OPTIONS = ("bpp", "preset", "method", "iterations", "seed", "device")
-_SHORTEST = HEADER_BYTES + CRC_BYTES
-_FIELDS = struct.Struct("<4s" + "".join(field.fmt for field in HEADER_FIELDS))  # the magic, then the fields
 
 
 def _read_bitstream(fp) -> bytes:
     """The file's bytes: its header, checked, then only the length it declares and one byte more (so that
     a file followed by more bytes is still refused, without reading them all)."""
-    head = fp.read(_SHORTEST)
-    try:
-        inspect(head)
-        return head + fp.read(1)  # a file of no sections: this is all of it
-    except BitstreamError as exc:
-        # parse_header checks every field before the total length: a "length" error of a head this long
-        # means the fields, the section lengths among them, are valid.
-        if exc.field != "length" or len(head) < _SHORTEST:
-            raise
-    fields = dict(zip((field.name for field in HEADER_FIELDS), _FIELDS.unpack_from(head)[1:]))
-    total = (HEADER_BYTES + (BACKGROUND_BYTES if fields["flags"] & 32 else 0) + fields["side_length"]
-             + fields["payload_length"] + CRC_BYTES)
-    return head + fp.read(total - len(head) + 1)
+    head = fp.read(HEADER_PREFIX)
+    total = declared_length(head)  # a malformed header raises BitstreamError before anything more is read
+    return head + fp.read(total - len(head) + 1) if len(head) <= total else head
 
 
 def _accept(prefix: bytes) -> bool:

@@ -15,9 +15,11 @@ from __future__ import annotations
 import numpy as np
 
 from codec.decode.dequantise import to_render_inputs
+from codec.decode.texture import residual, synthesised_pixels
 from codec.decode.view import plan_view
 from codec.errors import DecodeLimitError
 from codec.format.bitstream import MAX_PIXELS, parse_header, read_bitstream
+from codec.format.texture import latent_count, layer_shapes, read_texture, texture_form
 from codec.format.values import background_color
 from kernels.geometry import pixel_boxes
 from kernels.numba_tiles import render_numpy
@@ -28,6 +30,11 @@ MAX_EVALUATIONS = 1 << 32
 # What one Gaussian costs a decode besides its pixels, in evaluations: its measured setup cost with a margin,
 # so a file of many tiny Gaussians is bounded too.
 GAUSSIAN_COST = 256
+# What a texture layer costs, in evaluations: per latent it decodes, and per pixel it synthesises for each
+# MACS_PER_EVALUATION multiply-adds of its network; measured against the render's cost per Gaussian-pixel
+# pair, with a margin.
+LATENT_COST = 2
+MACS_PER_EVALUATION = 64
 
 
 def decode_array(data: bytes, device: str | None = None, *, width: int | None = None, height: int | None = None,
@@ -45,6 +52,9 @@ def decode_array(data: bytes, device: str | None = None, *, width: int | None = 
     means, scales, rotations, colors, opacities = to_render_inputs(q)
     means, scales, rotations, opacities = view.map(means, scales, rotations, opacities)
     work = claimed + count_evaluations(means, scales, rotations, view.height, view.width)
+    if header.texture_length:
+        section = data[header.texture_start: header.texture_start + header.texture_length]
+        work += texture_evaluations(section, layout.width, layout.height, synthesised_pixels(view))
     if work > max_evaluations:
         raise DecodeLimitError("evaluations", f"rendering would take {work} Gaussian-pixel evaluations (with "
                                               f"{GAUSSIAN_COST} per Gaussian), more than the {max_evaluations} allowed")
@@ -53,6 +63,8 @@ def decode_array(data: bytes, device: str | None = None, *, width: int | None = 
     # In place: no second float image on the decode path.
     if layout.background is not None:
         image += background_color(layout.background)
+    if header.texture_length:
+        image += residual(read_texture(section, layout.width, layout.height), view)
     np.clip(image, 0, 1, out=image)
     image *= 255
     return np.rint(image, out=image).astype(np.uint8)
@@ -69,6 +81,13 @@ def count_evaluations(
     boxes = pixel_boxes(means, scales, rotations, height, width)
     sides = np.maximum(boxes[:, 2:] - boxes[:, :2] + 1, 0)  # [N, 2] box width, height
     return int((sides[:, 0] * sides[:, 1]).sum())
+
+
+def texture_evaluations(section: bytes, width: int, height: int, pixels: int) -> int:
+    """What a texture section costs a decode that synthesises ``pixels``, in evaluations."""
+    levels, hidden = texture_form(section)
+    macs = sum(inputs * outputs for inputs, outputs in layer_shapes(levels, hidden))
+    return LATENT_COST * latent_count(width, height, levels) + pixels * -(-macs // MACS_PER_EVALUATION)
 
 
 def _render_on(device: str, means, scales, rotations, colors, opacities, height: int, width: int,

@@ -1,4 +1,5 @@
-"""The .gsi file layout, versions 1 to 4 (docs/bitstream.md): serialising ``QuantizedGaussians``, nothing more.
+"""The .gsi file layout, versions 1 to 5 (docs/bitstream.md): serialising ``QuantizedGaussians`` and the sections
+that follow them.
 
 Header fields are declared with widths and range checks, the flags with the version each first appeared in,
 and the sections by the table of coded streams (``codec.format.streams.STREAMS``).
@@ -7,9 +8,11 @@ Every field is checked before anything is allocated from it, and every failure r
 naming the field. Layout (little-endian):
 
     header   fixed fields (HEADER_FIELDS) + 14 float16 ranges (3 shape columns, 4 colour columns), then
-             with Flag.BACKGROUND the background colour (3 bytes)
+             with Flag.BACKGROUND the background colour (3 bytes), with Flag.TEXTURE the texture section's
+             length (u32)
     side     bit-packed: each stream's side information in table order (models first, then codebooks)
     payload  range-coded symbols (uint32 words): each stream's columns in table order
+    texture  with Flag.TEXTURE, the texture layer (codec.format.texture)
     crc32    of everything before it
 
 A file is written in the lowest version that can express its flags (FIRST_VERSION), so older readers keep
@@ -27,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from codec.errors import BitstreamError
-from codec.format.entropy import BitReader, BitWriter, SymbolDecoder, encode_symbols
+from codec.format.entropy import BitReader, BitWriter, encode_symbols, read_payload
 from codec.format.streams import GROUPS, STREAMS, Coded, Coding, Stream, present
 from codec.format.values import BLEND_MODES, COLOR_COLUMNS, RANGE_BOUNDS, SHAPE_COLUMNS, Layout, QuantizedGaussians
 
@@ -41,12 +44,13 @@ class Flag(enum.IntFlag):
     COLOR_PER_GAUSSIAN = 8
     PARAMETRIC_MODELS = 16  # each model may be a two-sided geometric instead of a histogram
     BACKGROUND = 32  # a background colour follows the ranges (needs SUM_BLEND)
+    TEXTURE = 64  # a texture layer's section follows the payload, its length after the background
 
 
 # The version chain: the version each flag first appeared in. A writer emits the highest of its flags'
 # (1 for none); a reader refuses a flag in a file of an earlier version.
 FIRST_VERSION = {Flag.SUM_BLEND: 1, Flag.ROWS_SORTED: 1, Flag.SHAPE_PER_GAUSSIAN: 1, Flag.COLOR_PER_GAUSSIAN: 2,
-                 Flag.PARAMETRIC_MODELS: 3, Flag.BACKGROUND: 4}
+                 Flag.PARAMETRIC_MODELS: 3, Flag.BACKGROUND: 4, Flag.TEXTURE: 5}
 # Flags that are the Layout field of their lower-case name.
 LAYOUT_FLAGS = (Flag.ROWS_SORTED, Flag.SHAPE_PER_GAUSSIAN, Flag.COLOR_PER_GAUSSIAN, Flag.PARAMETRIC_MODELS)
 
@@ -85,7 +89,11 @@ HEADER_FIELDS = (
 _FIXED = struct.Struct("<4s" + "".join(f.fmt for f in HEADER_FIELDS) + f"{2 * (len(SHAPE_COLUMNS) + len(COLOR_COLUMNS))}e")
 HEADER_BYTES = _FIXED.size
 BACKGROUND_BYTES = 3  # r, g, b after the fixed header, with Flag.BACKGROUND
+_TEXTURE_LENGTH = struct.Struct("<I")  # after them, with Flag.TEXTURE
+TEXTURE_LENGTH_BYTES = _TEXTURE_LENGTH.size
 CRC_BYTES = 4
+# Enough of a file's start to know its length (``declared_length``) whatever its flags.
+HEADER_PREFIX = HEADER_BYTES + BACKGROUND_BYTES + TEXTURE_LENGTH_BYTES + CRC_BYTES
 
 
 @dataclass(frozen=True)
@@ -98,22 +106,31 @@ class Header(Layout):
     k_color: int
     side_length: int
     payload_length: int
+    texture_length: int = 0  # 0: no texture layer
 
     @property
     def side_start(self) -> int:  # offset of the side information
-        return HEADER_BYTES + (BACKGROUND_BYTES if self.background is not None else 0)
+        return (HEADER_BYTES + (BACKGROUND_BYTES if self.background is not None else 0)
+                + (_TEXTURE_LENGTH.size if self.texture_length else 0))
+
+    @property
+    def texture_start(self) -> int:  # offset of the texture section
+        return self.side_start + self.side_length + self.payload_length
 
     @property
     def total_bytes(self) -> int:
-        return self.side_start + self.side_length + self.payload_length + CRC_BYTES
+        return self.texture_start + self.texture_length + CRC_BYTES
 
 
-def write_bitstream(q: QuantizedGaussians) -> bytes:
+def write_bitstream(q: QuantizedGaussians, texture: bytes = b"") -> bytes:
+    """The file of ``q``, followed by a texture section (``codec.format.texture.write_texture``) if given."""
     layout = q.layout
     if layout.background is not None and (layout.blend_mode != "sum"
                                           or not all(0 <= v <= 255 for v in layout.background)):
         raise ValueError(f"a background must be three bytes under accumulated blending, not {layout.background!r}")
-    flags = layout_flags(layout)
+    if len(texture) > MAX_SECTION_BYTES:
+        raise ValueError(f"a texture section of {len(texture)} bytes exceeds {MAX_SECTION_BYTES}")
+    flags = layout_flags(layout) | (Flag.TEXTURE if texture else Flag(0))
     header = Header(**{f.name: getattr(layout, f.name) for f in dataclasses.fields(Layout)},
                     version=max((FIRST_VERSION[flag] for flag in flags), default=1), n_gaussians=len(q),
                     k_shape=q.k_shape, k_color=q.k_color, side_length=0, payload_length=0)  # lengths: below
@@ -124,7 +141,8 @@ def write_bitstream(q: QuantizedGaussians) -> bytes:
         _check(field, value)
     ranges = np.concatenate([np.ravel(r) for r in layout.range_arrays()]).astype(np.float16)
     background = bytes(layout.background) if layout.background is not None else b""
-    body = _FIXED.pack(MAGIC, *values, *ranges.tolist()) + background + side + payload
+    texture_length = _TEXTURE_LENGTH.pack(len(texture)) if texture else b""
+    body = _FIXED.pack(MAGIC, *values, *ranges.tolist()) + background + texture_length + side + payload + texture
     return body + struct.pack("<I", zlib.crc32(body))
 
 
@@ -143,8 +161,14 @@ def write_sections(streams: tuple[Stream, ...], c: Coding, values: dict[str, np.
     return side.getvalue(), encode_symbols(coded)
 
 
-def parse_header(data: bytes) -> Header:
-    """Validate the fixed header, the total length and the checksum; allocate nothing from the fields."""
+def declared_length(head: bytes) -> int:
+    """The length a file declares, from its first bytes (``HEADER_PREFIX`` or all of a shorter file), once its
+    fields are checked: a reader of a stream reads no more than this (and one byte, to see whether more follow)."""
+    return _parse_fields(head)[0].total_bytes
+
+
+def _parse_fields(data: bytes) -> tuple[Header, np.ndarray]:  # (the header without its ranges, [14] the ranges)
+    """The fixed fields, each checked, and the optional ones their flags announce."""
     if len(data) < HEADER_BYTES + CRC_BYTES:
         raise BitstreamError("length", f"{len(data)} bytes is shorter than the {HEADER_BYTES + CRC_BYTES}-byte minimum")
     magic, *rest = _FIXED.unpack_from(data)
@@ -167,8 +191,22 @@ def parse_header(data: bytes) -> Header:
     if Flag.BACKGROUND in flags and Flag.SUM_BLEND not in flags:
         raise BitstreamError("flags", "a background colour (bit 5) needs accumulated blending (bit 0)")
     background = tuple(data[HEADER_BYTES: HEADER_BYTES + BACKGROUND_BYTES]) if Flag.BACKGROUND in flags else None
-    header = Header(blend_mode=BLEND_MODES[flags & Flag.SUM_BLEND], background=background, shape_ranges=(),
-                    color_ranges=(), **{flag.name.lower(): flag in flags for flag in LAYOUT_FLAGS}, **fields)
+    texture_length = 0
+    if Flag.TEXTURE in flags:
+        at = HEADER_BYTES + (BACKGROUND_BYTES if background is not None else 0)
+        if len(data) < at + _TEXTURE_LENGTH.size + CRC_BYTES:
+            raise BitstreamError("length", f"{len(data)} bytes cannot hold the texture section's length")
+        (texture_length,) = _TEXTURE_LENGTH.unpack_from(data, at)
+        if not 1 <= texture_length <= MAX_SECTION_BYTES:
+            raise BitstreamError("texture_length", f"{texture_length} is outside [1, {MAX_SECTION_BYTES}]")
+    return Header(blend_mode=BLEND_MODES[flags & Flag.SUM_BLEND], background=background, shape_ranges=(),
+                  color_ranges=(), **{flag.name.lower(): flag in flags for flag in LAYOUT_FLAGS}, **fields,
+                  texture_length=texture_length), ranges
+
+
+def parse_header(data: bytes) -> Header:
+    """Validate the fixed header, the total length and the checksum; allocate nothing from the fields."""
+    header, ranges = _parse_fields(data)
     for group in GROUPS:
         per_gaussian = group.per_gaussian(header)
         if per_gaussian != (group.k(header) == 0):
@@ -199,7 +237,7 @@ def read_bitstream(data: bytes, header: Header | None = None) -> QuantizedGaussi
     if header is None:
         header = parse_header(data)
     side_end = header.side_start + header.side_length
-    values = read_sections(STREAMS, header, data[header.side_start: side_end], data[side_end: len(data) - CRC_BYTES])
+    values = read_sections(STREAMS, header, data[header.side_start: side_end], data[side_end: header.texture_start])
     fields: dict[str, np.ndarray] = {}
     for stream in present(STREAMS, header):  # after the whole payload is held to its symbols
         stream.put(fields, values[stream.key], header)
@@ -212,39 +250,10 @@ def read_sections(streams: tuple[Stream, ...], c: Coding, side: bytes, payload: 
     reads = [(stream, stream.read(reader, c)) for stream in present(streams, c)]
     if reader.remaining_bits() >= 8:
         raise BitstreamError("side_length", f"{reader.remaining_bits()} bits left over after the codebooks")
-    decoded = iter(_read_payload(payload, [column for _, read in reads for column in read.columns], c.n_gaussians))
+    columns = [column for _, read in reads for column in read.columns]
+    decoded = iter(read_payload(payload, columns, [c.n_gaussians] * len(columns), f"{c.n_gaussians} Gaussians"))
     return {stream.key: read.values if read.values is not None else stream.join([next(decoded) for _ in read.columns], c)
             for stream, read in reads}
-
-
-def _read_payload(payload: bytes, columns: list[Coded], n: int) -> list[np.ndarray]:
-    """Decode N symbols per column, holding the payload to them: no symbol may come from past its end, no
-    word may follow the last one, and each histogram must be the one of its symbols. The decode work is
-    bounded by the bytes present: N is checked against the fewest bits its columns can take first."""
-    fewest = sum(column.fewest_bits for column in columns)
-    # A range coder cannot beat the information content by more than its 64-bit state.
-    if len(payload) * 8 + 64 < fewest:
-        raise BitstreamError("payload_length", f"{len(payload)} bytes cannot hold {n} Gaussians "
-                                               f"(at least {fewest / 8:.0f} bytes)")
-    decoder = SymbolDecoder(payload)
-    decoded = [decoder.decode(column.model, n, column.field) for column in columns]
-    for column, symbols in zip(columns, decoded):
-        counts = column.counts
-        if counts is not None and not np.array_equal(np.bincount(symbols, minlength=len(counts)), counts):
-            raise BitstreamError(column.field, "the decoded symbols do not match their histogram")
-    # The encoder is deterministic, so a payload that is exactly what it writes for these symbols was read
-    # through, word for word; anything else was cut short, padded or tampered with.
-    try:
-        expected = encode_symbols((symbols, column.model) for symbols, column in zip(decoded, columns))
-    except Exception as exc:  # constriction refuses a symbol its model gives no mass
-        raise BitstreamError("payload", f"a decoded symbol cannot be coded: {exc}") from exc
-    if len(expected) > len(payload):
-        raise BitstreamError("payload", f"ends {len(expected) - len(payload)} bytes before its {n} Gaussians")
-    if len(expected) < len(payload):
-        raise BitstreamError("payload", f"{len(payload) - len(expected)} bytes follow the last symbol")
-    if expected != payload:
-        raise BitstreamError("payload", "is not the range coding of the symbols it decodes to")
-    return decoded
 
 
 def most_side_bytes(streams: tuple[Stream, ...], c: Coding) -> int:

@@ -1,4 +1,4 @@
-"""Where the bits of a .gsi file go: header, side information, positions, shapes and colours.
+"""Where the bits of a .gsi file go: header, side information, positions, shapes and colours, the texture layer.
 
 Header and side information are sections of known length. The payload is one range-coded stream in which
 positions, shapes and colours interleave, so its split is estimated: the payload's real length is shared
@@ -25,4 +25,6 @@ def stream_breakdown(data: bytes) -> dict[str, int]:
     parts = {name: round(payload_bits * bits / total) if total else 0 for name, bits in estimate.items()}
     *first, last = parts
     parts[last] = payload_bits - sum(parts[name] for name in first)  # the rounding lands here
-    return {"header": 8 * (header.side_start + CRC_BYTES), "side_information": 8 * header.side_length, **parts}
+    texture = {"texture": 8 * header.texture_length} if header.texture_length else {}
+    return {"header": 8 * (header.side_start + CRC_BYTES), "side_information": 8 * header.side_length, **parts,
+            **texture}

@@ -298,3 +298,35 @@ class SymbolDecoder:
             return np.asarray(self._decoder.decode(model, count), dtype=np.int64)
         except Exception as exc:  # constriction raises plain errors on garbage input
             raise BitstreamError(field, f"range decoding failed: {exc}") from exc
+
+
+def read_payload(payload: bytes, columns, counts: list[int], what: str, field: str = "payload") -> list[np.ndarray]:
+    """Decode ``counts[i]`` symbols of each column (``codec.format.streams.Coded``: field, model, counts,
+    fewest_bits), holding the payload to them: no symbol may come from past its end, no word may follow the
+    last one, and each histogram must be the one of its symbols. The decode work is bounded by the bytes
+    present: the counts are checked against the fewest bits their columns can take first. ``what`` names the
+    symbols in a failure, ``field`` the section."""
+    fewest = sum(column.fewest_bits for column in columns)
+    # A range coder cannot beat the information content by more than its 64-bit state.
+    if len(payload) * 8 + 64 < fewest:
+        raise BitstreamError(f"{field}_length", f"{len(payload)} bytes cannot hold {what} "
+                                                f"(at least {fewest / 8:.0f} bytes)")
+    decoder = SymbolDecoder(payload)
+    decoded = [decoder.decode(column.model, count, column.field) for column, count in zip(columns, counts)]
+    for column, symbols in zip(columns, decoded):
+        histogram = column.counts
+        if histogram is not None and not np.array_equal(np.bincount(symbols, minlength=len(histogram)), histogram):
+            raise BitstreamError(column.field, "the decoded symbols do not match their histogram")
+    # The encoder is deterministic, so a payload that is exactly what it writes for these symbols was read
+    # through, word for word; anything else was cut short, padded or tampered with.
+    try:
+        expected = encode_symbols((symbols, column.model) for symbols, column in zip(decoded, columns))
+    except Exception as exc:  # constriction refuses a symbol its model gives no mass
+        raise BitstreamError(field, f"a decoded symbol cannot be coded: {exc}") from exc
+    if len(expected) > len(payload):
+        raise BitstreamError(field, f"ends {len(expected) - len(payload)} bytes before its {what}")
+    if len(expected) < len(payload):
+        raise BitstreamError(field, f"{len(payload) - len(expected)} bytes follow the last symbol")
+    if expected != payload:
+        raise BitstreamError(field, "is not the range coding of the symbols it decodes to")
+    return decoded

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from codec.format.bitstream import write_bitstream
+from codec.format.bitstream import TEXTURE_LENGTH_BYTES, write_bitstream
 from codec.train.density import DensityControl, importance_order, select
 from codec.errors import EncodeCancelled
 from codec.train.gaussians import Gaussians, initialise
@@ -38,6 +38,7 @@ from codec.train.quantise import Codebook, QuantisedModel
 from codec.format.values import Layout, background_color
 from codec.train.rate_model import bits_per_pixel, weight_at
 from codec.train.rate import BUDGET_FIT_ROUNDS, MIN_GAUSSIANS, RateControl, RatePlan, measure
+from codec.train.texture import fit_texture
 from kernels import PairBound, keep_freed_memory, render
 
 PROGRESS_EVERY = 10
@@ -84,11 +85,15 @@ class EncodeRun:
         if self.device.type == "cpu":
             keep_freed_memory()  # each step's image-sized temporaries would otherwise be page-faulted in anew
         target = torch.tensor(pixels, dtype=torch.float32, device=self.device) / 255
-        self.rate = RateControl.for_image(options.target_bpp, height, width, method)
-        self.training = _Training(target, self.rate.plan, method, options.steps(height, width), options.seed, progress,
-                                  weight_at(method.loss.rate_weight, options.target_bpp),
-                                  _mean_color(pixels) if method.format.background else None, options.backend)
+        gaussian_bpp = options.gaussian_bpp(height, width)
+        self.rate = RateControl.for_image(gaussian_bpp, height, width, method)
+        self.training = _Training(target, self.rate.plan, method, options.gaussian_steps(height, width), options.seed,
+                                  progress, weight_at(method.loss.rate_weight, gaussian_bpp),
+                                  _mean_color(pixels) if method.format.background else None, options.backend,
+                                  reported_total=options.steps(height, width))
         self.model: QuantisedModel | None = None  # from ``quantise`` on
+        self.target_bits = options.target_bpp * height * width
+        self.texture_steps = options.texture_steps(height, width)
 
     def fit(self) -> None:
         with _phase("fit"):
@@ -105,7 +110,24 @@ class EncodeRun:
     def write(self) -> EncodeResult:
         with _phase("write"):
             data = _write(self.training, self.model, self.rate)
+        if self.texture_steps:
+            with _phase("texture"):
+                data = self._add_texture(data)
         return EncodeResult(data=data, n_gaussians=len(self.training.gaussians), device=str(self.device))
+
+    def _add_texture(self, data: bytes) -> bytes:
+        """The file with a texture layer fitted over what its Gaussians decode to, in the bits they left; the
+        Gaussians' file as it is when no layer fits."""
+        training = self.training
+        base = self.render(self.quantised_inputs())
+        budget = self.target_bits - 8 * (len(data) + TEXTURE_LENGTH_BYTES)
+        report = lambda step, image: training.report(training.total + step, image, training.target)  # noqa: E731
+        section = fit_texture(training.target, base, budget, training.method.texture, self.texture_steps,
+                              training.generator, report) if budget > 0 else None
+        if section is None:
+            return data
+        with torch.no_grad():
+            return write_bitstream(self.model.to_quantized(training.gaussians), section)
 
     def fitted_inputs(self) -> list[Tensor]:  # (means, scales, rotations, colours, opacities), detached
         return [t.detach() for t in self.training.fitted_inputs()]
@@ -248,8 +270,10 @@ class _Training:
     def __init__(self, target: Tensor, plan: RatePlan, method: Method, total: int, seed: int,
                  progress: ProgressCallback | None, rate_weight: float = 0.0,  # rate_weight: at this target
                  background: tuple[int, int, int] | None = None,  # the file's background bytes, if any
-                 backend: Backend = "auto"):  # of every render (kernels.render)
+                 backend: Backend = "auto",  # of every render (kernels.render)
+                 reported_total: int | None = None):  # the whole encode's steps, as progress reports them
         self.target, self.method, self.total, self.progress = target, method, total, progress
+        self.reported_total = reported_total or total
         self.backend = backend
         self.steps = method.schedule.over(total)
         self._rate_weight, self.background = rate_weight, background
@@ -351,11 +375,14 @@ class _Training:
 
     def end_step(self, step: int, image: Tensor, target: Tensor) -> None:
         self._scheduler.step()
-        if self.progress is not None and (step % PROGRESS_EVERY == 0 or step == self.total - 1):
+        self.report(step, image, target)
+
+    def report(self, step: int, image: Tensor, target: Tensor) -> None:  # step of the whole encode, 0-based
+        if self.progress is not None and (step % PROGRESS_EVERY == 0 or step == self.reported_total - 1):
             mse = float(_mse(image, target))  # reads back: progress reports are host syncs by nature
             psnr = 10 * math.log10(1 / mse) if mse > 0 else float("inf")
-            if self.progress(Progress(step + 1, self.total, psnr)) is False:
-                raise EncodeCancelled(f"cancelled at iteration {step + 1} of {self.total}")
+            if self.progress(Progress(step + 1, self.reported_total, psnr)) is False:
+                raise EncodeCancelled(f"cancelled at iteration {step + 1} of {self.reported_total}")
 
     def _clamp_positions(self) -> None:
         """Keep centres inside the image, where the format's position grid is, all through training: clamping

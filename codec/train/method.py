@@ -1,4 +1,4 @@
-"""Encoder methods: a ``Method`` is a name and six small typed parts, one per concern of the encoder.
+"""Encoder methods: a ``Method`` is a name and seven small typed parts, one per concern of the encoder.
 
 The dataclass defaults are the default method's; ``METHODS["paper"]`` spells out where the paper's configuration
 differs. Why each default is what it is: ``docs/method.md``. Imports nothing heavy: options and the CLI read it
@@ -8,10 +8,12 @@ without the trainer.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from codec.format.bitstream import MAX_SCALAR_BITS
+from codec.format.texture import MAX_HIDDEN, MAX_LEVELS
 from codec.format.values import BLEND_MODES
 
 Distortion = Literal["l1", "rmse"]  # the per-pixel error terms of codec.train.losses
@@ -167,6 +169,30 @@ class FormatConfig:
 
 
 @dataclass(frozen=True)
+class TextureConfig:
+    """The texture layer (``codec.train.texture``): where it is used, its form and its training."""
+
+    from_bpp: float = 0.2  # targets below this are Gaussians only (format version 4); inf: never
+    # Smaller pictures are Gaussians only too: the network's weights would take too large a share of the bits.
+    min_pixels: int = 1 << 16
+    gaussian_share: float = 0.5  # of the target's bits planned for the Gaussians; the layer fills the rest
+    levels: int = 7  # latent grids, from the picture's resolution down to 1 / 2^(levels - 1)
+    hidden: int = 16  # the synthesis network's width
+    steps: int = 800
+    lr: float = 0.01
+    rate_weight: float = 0.002  # lambda's start (MSE per bit per pixel); steered to fill the layer's budget
+
+    def __post_init__(self) -> None:
+        _check_share(self, "gaussian_share")
+        if not (1 <= self.levels <= MAX_LEVELS and 1 <= self.hidden <= MAX_HIDDEN and self.steps >= 1):
+            raise ValueError(f"levels must be 1 to {MAX_LEVELS}, hidden 1 to {MAX_HIDDEN} and steps >= 1, not "
+                             f"{self.levels}, {self.hidden}, {self.steps}")
+
+    def applies(self, target_bpp: float, height: int, width: int) -> bool:
+        return target_bpp >= self.from_bpp and height * width >= self.min_pixels
+
+
+@dataclass(frozen=True)
 class Method:
     """How the encoder trains and quantises; rate control picks counts and bit-widths within it."""
 
@@ -177,6 +203,7 @@ class Method:
     init: InitConfig = field(default_factory=InitConfig)
     density: DensityConfig = field(default_factory=DensityConfig)
     format: FormatConfig = field(default_factory=FormatConfig)
+    texture: TextureConfig = field(default_factory=TextureConfig)
 
     def __post_init__(self) -> None:
         if self.loss.rate_weight and not (self.format.shape_per_gaussian and self.format.color_per_gaussian):
@@ -212,5 +239,6 @@ METHODS = {
         loss=LossConfig(distortion="l1", ssim_weight=0.2, rate_weight=0.0),
         format=FormatConfig(blend_mode="alpha", shape_per_gaussian=False, color_per_gaussian=False,
                             parametric_models=False, background=False),
+        texture=TextureConfig(from_bpp=math.inf),
     ),
 }

@@ -47,6 +47,7 @@ async function encode() {
   form.append("file", file);
   const rate = $("rate").value;
   if (rate === "bpp") form.append("bpp", $("bpp").value);
+  else if (rate.startsWith("bpp:")) form.append("bpp", rate.slice("bpp:".length));
   else form.append("preset", rate.slice("preset:".length));
   if ($("iterations").value) form.append("iterations", $("iterations").value);
 

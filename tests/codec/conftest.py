@@ -19,3 +19,8 @@ def encoded(crop) -> codec.EncodeReport:
     """One real encode shared by the tests that only need a valid bitstream."""
     # 200 steps: per-Gaussian colours (the default since format v2) need about a hundred to settle.
     return codec.encode_with_report(crop, 1.0, iterations=200, seed=0)
+
+
+@pytest.fixture(scope="session")
+def kodim_crop() -> np.ndarray:  # [256, 256, 3] uint8: the smallest picture the texture layer codes
+    return np.asarray(Image.open(FIXTURES / "kodim04_crop256.png").convert("RGB"))

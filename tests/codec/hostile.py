@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from codec.decode.decoder import GAUSSIAN_COST
+from codec.decode.decoder import GAUSSIAN_COST, texture_evaluations
 from codec.format.bitstream import HEADER_FIELDS, MAGIC, parse_header, write_bitstream
+from codec.format.texture import MAX_HIDDEN, MAX_LEVELS, Texture, layer_shapes, level_shape, write_texture
 from codec.format.values import Layout, QuantizedGaussians
 from service.settings import Settings
 
@@ -53,6 +54,15 @@ def gaussians(width: int, height: int, n: int, sigma: float, *, position_bits: i
                               color_codebook=colors, color_index=color_index)
 
 
+def blank_texture(width: int, height: int) -> Texture:
+    """The most work a texture section can ask for per pixel (every level, the widest network) in the fewest
+    bytes: every latent 0, so each level's model has one symbol and its payload no bits at all."""
+    return Texture(latents=tuple(np.zeros(level_shape(height, width, level), np.int32) for level in range(MAX_LEVELS)),
+                   weights=tuple(np.ones((inputs + 1, outputs), np.int32)
+                                 for inputs, outputs in layer_shapes(MAX_LEVELS, MAX_HIDDEN)),
+                   exponents=(8, 8, 8))
+
+
 def with_payload(data: bytes, payload: bytes) -> bytes:
     """The file with its payload replaced (length field and CRC refreshed): what the header claims stays."""
     offset = len(MAGIC) + sum(struct.calcsize("<" + f.fmt) for f in HEADER_FIELDS[:-1])
@@ -71,6 +81,11 @@ def files() -> dict[str, bytes]:
     covering = settings.decode_max_evaluations // (side * side + GAUSSIAN_COST)
     most_tiny = settings.decode_max_evaluations // (GAUSSIAN_COST + 1)
     most_n = write_bitstream(gaussians(side, side, n_max, 0.02))
+    # The largest square picture whose blank texture the evaluation budget admits (its latents and pixels).
+    textured = side
+    while texture_evaluations(write_texture(blank_texture(8, 8)), textured, textured, textured * textured) \
+            > settings.decode_max_evaluations:
+        textured -= 16
     payload = payload_of(most_n)
     return {
         # The header's 2^20 Gaussians and 4096 x 4096 pixels with no payload to back them (issue 14's 86 bytes).
@@ -94,6 +109,11 @@ def files() -> dict[str, bytes]:
         # Version 2: colours per Gaussian too, 10 bits each, so the side information carries 7 full histograms.
         "max_side_info_v2.gsi": write_bitstream(gaussians(side, side, 1 << 13, 0.5, position_bits=14, per_gaussian=True,
                                                           shape_bits=10, color_per_gaussian=True, color_bits=10)),
+        # Texture sections of a few hundred bytes for millions of latents: at the largest output a server
+        # renders (refused by the evaluation budget before a latent is decoded), and at the largest it admits.
+        "texture_server_size.gsi": write_bitstream(gaussians(side, side, 0, 1.0), write_texture(blank_texture(side, side))),
+        "texture_at_budget.gsi": write_bitstream(gaussians(textured, textured, 0, 1.0),
+                                                 write_texture(blank_texture(textured, textured))),
     }
 
 

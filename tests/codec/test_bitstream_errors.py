@@ -69,7 +69,8 @@ def test_bit_flips_with_valid_checksum_never_crash(encoded):
 
 
 @pytest.mark.parametrize("name, value, field", [
-    ("version", 5, "version"),
+    ("version", 6, "version"),
+    ("flags", 128, "flags"),
     ("flags", 64, "flags"),
     ("flags", 3, "k_shape"),  # says codebook shapes, but k_shape is 0
     ("k_shape", 5, "k_shape"),  # per-Gaussian shapes carry no codebook

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import codec
 from codec.format.bitstream import BACKGROUND_BYTES, HEADER_BYTES, HEADER_FIELDS, MAGIC, MAX_SIDE, write_bitstream
+from codec.format.texture import LATENT_BOUND, MAX_WEIGHT, Texture, layer_shapes, level_shape, write_texture
 from codec.format.values import COLOR_COLUMNS, RANGE_BOUNDS, SHAPE_COLUMNS, Layout, QuantizedGaussians
 from service.settings import Settings
 from tests.codec.test_hostile_files import MAX_CPU_SECONDS
@@ -78,16 +79,33 @@ def valid_files(draw) -> bytes:
                            shape_index=np.arange(n) if per_gaussian else rng.integers(0, k_shape, n),
                            color_codebook=symbols(color_bits, (n if color_per_gaussian else k_color, 4)),
                            color_index=np.arange(n) if color_per_gaussian else rng.integers(0, k_color, n))
-    return write_bitstream(q)
+    return write_bitstream(q, draw(textures(width, height)) if draw(st.booleans()) else b"")
+
+
+@st.composite
+def textures(draw, width: int, height: int) -> bytes:
+    """A texture section (version 5) at its extremes: one level to eight, one hidden unit to 32, latents all
+    zero, peaked or spread to their bounds, weights up to their largest."""
+    levels, hidden = draw(st.sampled_from([1, 2, 8])), draw(st.sampled_from([1, 4, 32]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    spread = draw(st.sampled_from([0.0, 1.0, 300.0]))
+    latents = tuple(np.clip(np.round(rng.laplace(0, spread, level_shape(height, width, level)) if spread else
+                                     np.zeros(level_shape(height, width, level))), -LATENT_BOUND, LATENT_BOUND)
+                    .astype(np.int32) for level in range(levels))
+    largest = draw(st.sampled_from([1, 300, MAX_WEIGHT]))
+    weights = tuple(rng.integers(-largest, largest + 1, (inputs + 1, outputs)).astype(np.int32)
+                    for inputs, outputs in layer_shapes(levels, hidden))
+    return write_texture(Texture(latents=latents, weights=weights, exponents=tuple(draw(st.sampled_from([0, 15]))
+                                                                                    for _ in weights)))
 
 
 def _offset(name: str) -> int:
     return len(MAGIC) + sum(struct.calcsize("<" + f.fmt) for f in HEADER_FIELDS[:[f.name for f in HEADER_FIELDS].index(name)])
 
 
-def _side_start(body: bytes) -> int:  # the fixed header, then the background's bytes when flag bit 5 is set
+def _side_start(body: bytes) -> int:  # the fixed header, the background's bytes (flag bit 5), the texture's length (6)
     (flags,) = struct.unpack_from("<B", body, _offset("flags"))
-    return HEADER_BYTES + (BACKGROUND_BYTES if flags & 32 else 0)
+    return HEADER_BYTES + (BACKGROUND_BYTES if flags & 32 else 0) + (4 if flags & 64 else 0)
 
 
 def _sealed(body: bytes) -> bytes:
@@ -102,7 +120,8 @@ def hostile_files(draw) -> bytes:
     body = bytearray(draw(valid_files())[:-4])
     side_length, payload_length = struct.unpack_from("<II", body, _offset("side_length"))
     side_start = _side_start(body)  # before any change: the flags may be the field changed
-    kind = draw(st.sampled_from(["field", "field", "side", "payload"]))
+    texture_start = side_start + side_length + payload_length
+    kind = draw(st.sampled_from(["field", "field", "side", "payload", "texture"]))
     if kind == "field":
         field = FIELD[draw(st.sampled_from([f.name for f in HEADER_FIELDS]))]
         limit = (1 << (8 * struct.calcsize(field.fmt))) - 1
@@ -111,6 +130,9 @@ def hostile_files(draw) -> bytes:
         struct.pack_into("<" + field.fmt, body, _offset(field.name), value)
     elif kind == "side" and side_length:
         position = side_start + draw(st.integers(0, side_length - 1))
+        body[position] = draw(st.sampled_from([0x00, 0xFF, 0x80, 0x01, body[position] ^ 0xFF]))
+    elif kind == "texture" and len(body) > texture_start:  # its side length, its side information or its payload
+        position = texture_start + draw(st.integers(0, len(body) - texture_start - 1))
         body[position] = draw(st.sampled_from([0x00, 0xFF, 0x80, 0x01, body[position] ^ 0xFF]))
     else:
         payload = bytes(body[side_start + side_length:])

@@ -11,7 +11,7 @@ from codec.train.method import METHODS, PARTS, DensityConfig, InitConfig, LossCo
 
 def test_the_dataclass_defaults_are_the_default_method():
     assert METHODS["default"] == Method("default")
-    assert PARTS == ("schedule", "loss", "optimiser", "init", "density", "format")
+    assert PARTS == ("schedule", "loss", "optimiser", "init", "density", "format", "texture")
 
 
 def test_the_paper_differs_in_schedule_loss_and_format_only():
@@ -81,10 +81,24 @@ def test_steps_grow_with_the_planned_density_up_to_the_cap():
 
 
 def test_an_encodes_steps_follow_its_plan_unless_asked():
+    method = codec.METHODS["default"]
+    gaussians_only = codec.EncodeOptions(bpp=0.5, method=method.replace(**{"texture.from_bpp": 1.0}))
+    assert gaussians_only.steps(512, 768) == 2 * method.schedule.iterations
+    assert codec.EncodeOptions(bpp=0.125).steps(512, 768) == method.schedule.iterations
+    assert codec.EncodeOptions(bpp=0.5, iterations=300, method=gaussians_only.method).steps(512, 768) == 300
+
+
+def test_the_texture_layer_takes_its_share_and_its_steps_where_it_applies():
+    method = codec.METHODS["default"]
     options = codec.EncodeOptions(bpp=0.5)
-    assert options.steps(512, 768) == 2 * codec.METHODS["default"].schedule.iterations
-    assert codec.EncodeOptions(bpp=0.125).steps(512, 768) == codec.METHODS["default"].schedule.iterations
-    assert codec.EncodeOptions(bpp=0.5, iterations=300).steps(512, 768) == 300
+    assert options.gaussian_bpp(512, 768) == 0.5 * method.texture.gaussian_share
+    assert options.texture_steps(512, 768) == method.texture.steps
+    assert options.steps(512, 768) == options.gaussian_steps(512, 768) + method.texture.steps
+    assert codec.EncodeOptions(bpp=0.5, iterations=300).steps(512, 768) == 600  # both phases take the count
+    # Below its rate, on a small picture, and in the paper's method: Gaussians only.
+    assert codec.EncodeOptions(bpp=0.125).texture_steps(512, 768) == 0
+    assert codec.EncodeOptions(bpp=0.5).texture_steps(200, 300) == 0
+    assert codec.EncodeOptions(bpp=0.5, method="paper").texture_steps(512, 768) == 0
 
 
 def test_a_schedule_refuses_a_scale_below_one():

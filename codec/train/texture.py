@@ -1,0 +1,161 @@
+"""The trainable texture layer: latent grids and a synthesis network fitted, under D + lambda R, to what the
+Gaussians leave of the image (the decode side, which this trains through: ``codec.decode.texture``).
+
+Latents are quantised with uniform noise first, then rounded straight-through (the rounding the file applies);
+their rate is a Laplace per level with a trained spread, which the file's fitted integer models
+(``codec.format.entropy.write_model``) only undercut. Lambda is steered so the layer's measured rate fills its
+budget; the network's weights are then put on power-of-two grids chosen by the same D + lambda R, and, if the
+written section still overshoots, the latents rounded toward zero (the smallest dead zone that fits).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from codec.decode.texture import synthesise
+from codec.format.texture import LATENT_BOUND, MAX_EXPONENT, MAX_WEIGHT, Texture, layer_shapes, level_shape
+from codec.format.texture import write_texture
+from codec.train.method import TextureConfig
+
+STEER_EVERY = 25  # steps between updates of lambda toward the layer's budget, from STEER_FROM on
+STEER_FROM = 100  # before, the latents are still growing from zero: their rate says little
+STEER_STEP = 1.5  # the most lambda moves per update, either way
+STEER_FILL = 0.93  # of the budget steered for: the weights' final grids and the models move it a little
+NOISE_SHARE = 0.8  # of the steps trained with noise; the rest straight-through
+STEER_EXPONENT = 10  # the weights' grid while steering (the write chooses each layer's)
+MAX_DEAD_ZONE = 2.0  # |latent| below a dead zone rounds to 0: the write's last resort when the section overshoots
+DEAD_ZONE_ROUNDS = 8
+
+
+class TextureModel(torch.nn.Module):
+    def __init__(self, height: int, width: int, config: TextureConfig, generator: torch.Generator,
+                 device: torch.device):
+        super().__init__()
+        self.height, self.width = height, width
+        shapes = [level_shape(height, width, level) for level in range(config.levels)]
+        self.latents = torch.nn.ParameterList([torch.nn.Parameter(torch.zeros(shape, device=device))
+                                               for shape in shapes])
+        self.log_spreads = torch.nn.Parameter(torch.zeros(config.levels, device=device))  # Laplace, per level
+        # the quantisation noise from the encode's seed, on the device: the same seed, the same file
+        seed = int(torch.randint(1 << 62, (1,), generator=generator))
+        self._noise = torch.Generator(device=device).manual_seed(seed)
+        self.weights = torch.nn.ParameterList()
+        for inputs, outputs in layer_shapes(config.levels, config.hidden):
+            bound = 1 / math.sqrt(inputs)  # torch.nn.Linear's initialisation, from the encode's own generator
+            values = (torch.rand((inputs + 1, outputs), generator=generator) * 2 - 1) * bound
+            self.weights.append(torch.nn.Parameter(values.to(device)))
+
+    def layers(self) -> list[tuple[Tensor, Tensor]]:  # (W^T [out, in], b [out]) per layer, as the decoder's
+        return [(w[:-1].T, w[-1]) for w in self.weights]
+
+    def residual(self, latents: list[Tensor], layers: list[tuple[Tensor, Tensor]]) -> Tensor:  # [H, W, 3]
+        """``codec.decode.texture``'s residual at the picture's own pixels: torch's bilinear upsampling by 2^l
+        places the samples where ``Taps`` does (a test holds the two equal), and trains faster than gathers."""
+        height, width = self.height, self.width
+        features = torch.stack([latents[0]] + [
+            F.interpolate(z[None, None], scale_factor=1 << level, mode="bilinear", align_corners=False,
+                          recompute_scale_factor=False)[0, 0, :height, :width]
+            for level, z in enumerate(latents) if level])
+        return synthesise(features.reshape(len(latents), -1), layers).T.reshape(height, width, 3)
+
+    def quantised_latents(self, noisy: bool) -> list[Tensor]:
+        out = []
+        for z in self.latents:
+            z = z.clamp(-LATENT_BOUND, LATENT_BOUND)
+            if noisy:
+                out.append(z + torch.rand(z.shape, generator=self._noise, device=z.device) - 0.5)
+            else:
+                out.append(z + (torch.round(z) - z).detach())
+        return out
+
+    def latent_bits(self, latents: list[Tensor]) -> Tensor:  # [] under each level's Laplace
+        bits = torch.zeros((), device=latents[0].device)
+        for z, log_spread in zip(latents, self.log_spreads):
+            spread = log_spread.exp().clamp_min(1e-2)
+            mass = _laplace_cdf(z + 0.5, spread) - _laplace_cdf(z - 0.5, spread)
+            bits = bits + (-torch.log2(mass.clamp_min(2.0 ** -24))).sum()
+        return bits
+
+
+def fit_texture(target: Tensor, base: Tensor, budget_bits: float, config: TextureConfig, steps: int,
+                generator: torch.Generator, on_step: Callable[[int, Tensor], None] | None = None) -> bytes | None:
+    """A texture section for ``target`` [H, W, 3] over the Gaussians' decoded ``base`` [H, W, 3] within
+    ``budget_bits``, or None when none fits. ``on_step(step, image)`` after each step (progress)."""
+    height, width = target.shape[:2]
+    pixels = height * width
+    model = TextureModel(height, width, config, generator, target.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    rate_weight = config.rate_weight
+    noise_steps = int(NOISE_SHARE * steps)
+    for step in range(steps):
+        if step == noise_steps:
+            for group in optimizer.param_groups:
+                group["lr"] = config.lr / 5
+        latents = model.quantised_latents(noisy=step < noise_steps)
+        image = base + model.residual(latents, model.layers())
+        loss = (image - target).square().mean() + rate_weight * model.latent_bits(latents) / pixels
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step >= STEER_FROM and step % STEER_EVERY == 0:  # the section as it would be written now
+            measured = 8 * len(write_texture(_integers(model, [STEER_EXPONENT] * len(model.weights))))
+            rate_weight *= min(STEER_STEP, max(1 / STEER_STEP, (measured / (STEER_FILL * budget_bits)) ** 1.5))
+        if on_step is not None:
+            on_step(step, image.detach())
+    with torch.no_grad():
+        return _write(model, target, base, budget_bits, rate_weight)
+
+
+def _write(model: TextureModel, target: Tensor, base: Tensor, budget_bits: float, rate_weight: float) -> bytes | None:
+    """The section: each layer's weights on the power-of-two grid that costs least in D + lambda R (layer by
+    layer, the earlier ones on theirs), then latents rounded with the smallest dead zone that fits."""
+    pixels = target.shape[0] * target.shape[1]
+    rounded = [torch.round(z.clamp(-LATENT_BOUND, LATENT_BOUND)) for z in model.latents]
+    chosen: list[tuple[Tensor, int]] = []  # (values on their grid, exponent) per layer, in order
+    for index in range(len(model.weights)):
+        best = None
+        for exponent in range(4, MAX_EXPONENT + 1):
+            ints = torch.round(model.weights[index] * 2.0 ** exponent).clamp(-MAX_WEIGHT, MAX_WEIGHT)
+            trial = [v for v, _ in chosen] + [ints * 2.0 ** -exponent] + list(model.weights[index + 1:])
+            error = (base + model.residual(rounded, [(w[:-1].T, w[-1]) for w in trial]) - target).square().mean()
+            zigzag = torch.where(ints >= 0, 2 * ints, -2 * ints - 1)
+            bits = float((2 * torch.floor(torch.log2(zigzag + 1)) + 1).sum())  # their Elias gamma codes
+            cost = float(error) + rate_weight * bits / pixels
+            if best is None or cost < best[0]:
+                best = (cost, ints * 2.0 ** -exponent, exponent)
+        chosen.append((best[1], best[2]))
+    exponents = [e for _, e in chosen]
+    section = write_texture(_integers(model, exponents))
+    if len(section) * 8 <= budget_bits:
+        return section
+    # The smallest dead zone that fits, by bisection (the section shrinks as the zone grows).
+    low, high, fitting = 0.5, MAX_DEAD_ZONE, None
+    for _ in range(DEAD_ZONE_ROUNDS):
+        middle = (low + high) / 2
+        trial = write_texture(_integers(model, exponents, middle))
+        if len(trial) * 8 <= budget_bits:
+            high, fitting = middle, trial
+        else:
+            low = middle
+    return fitting
+
+
+@torch.no_grad()
+def _integers(model: TextureModel, exponents: list[int], dead_zone: float = 0.5) -> Texture:
+    """The model as a file holds it: weights on their grids, latents rounded (|latent| under ``dead_zone``
+    to 0)."""
+    latents = tuple((torch.sign(z) * torch.floor(z.abs() + 1 - dead_zone).clamp(0, LATENT_BOUND))
+                    .cpu().numpy().astype(np.int32) for z in model.latents)
+    weights = tuple(torch.round(w * 2.0 ** e).clamp(-MAX_WEIGHT, MAX_WEIGHT).cpu().numpy().astype(np.int32)
+                    for w, e in zip(model.weights, exponents))
+    return Texture(latents=latents, weights=weights, exponents=tuple(exponents))
+
+
+def _laplace_cdf(x: Tensor, spread: Tensor) -> Tensor:
+    return 0.5 - 0.5 * torch.sign(x) * torch.expm1(-x.abs() / spread)
