@@ -10,3 +10,4 @@ SHARED = next((p for p in (REPO / "shared", REPO.parent / "shared") if p.is_dir(
 KODAK = SHARED / "data" / "kodak"
 PHOTOS = SHARED / "data" / "photos"
 PAPER_TABLE = SHARED / "paper" / "table1.md"
+RESULTS_DIR = REPO / "bench" / "results"  # stored benchmark rows (JSON lines) and plots

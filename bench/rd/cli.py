@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from bench.baselines import CODECS, CodecUnavailable, parse_paper_table
-from bench.paths import KODAK, PAPER_TABLE, REPO
+from bench.paths import KODAK, PAPER_TABLE, REPO, RESULTS_DIR
 from bench.rd.analysis import Analysis, analyse, parse_paper_time
 from bench.rd.plan import ImageInfo, OursTask, find_images, plan_tasks, row_key
 from bench.rd.plot import write_plots
@@ -31,7 +31,6 @@ from bench.rd.run import execute, ours_setting
 from bench.rd.store import load_results
 from bench.report import machine_line, write_section
 
-RESULTS_DIR = REPO / "bench" / "results"
 BENCHMARKS = REPO / "BENCHMARKS.md"
 DEFAULT_RATES = (0.042, 0.066, 0.125, 0.183, 0.25, 0.5)  # the paper's four, then two higher
 DEFAULT_SECTION = "rd-kodak"

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 import codec
+from svc_helpers import REPO
 
 
 def png_pixels(response) -> np.ndarray:
@@ -47,3 +48,12 @@ def test_the_pixel_limit_applies_to_the_asked_size(make_client, bitstream):
     small = make_client(workers=0, max_pixels=100, data_dir=client.app.state.settings.data_dir.parent / "small")
     assert small.post("/decode", content=bitstream).status_code == 413
     assert png_pixels(small.post("/decode?width=8", content=bitstream)).shape == (6, 8, 3)  # a thumbnail fits
+
+
+def test_a_textured_file_decodes_over_http_as_in_the_library(idle_client):
+    """Format version 5 (a texture layer) through /decode at full size and shrunk, within the default limits."""
+    data = codec.encode(np.asarray(Image.open(REPO / "tests" / "fixtures" / "kodim04_crop256.png").convert("RGB")), bpp=0.5,
+                        iterations=30)
+    assert codec.inspect(data).version == 5
+    assert np.array_equal(png_pixels(idle_client.post("/decode", content=data)), codec.decode(data))
+    assert np.array_equal(png_pixels(idle_client.post("/decode?width=100", content=data)), codec.decode(data, width=100))
