@@ -4,8 +4,9 @@ Gaussians leave of the image (the decode side, which this trains through: ``code
 Latents are quantised with uniform noise first, then rounded straight-through (the rounding the file applies);
 their rate is a Laplace per level with a trained spread, which the file's fitted integer models
 (``codec.format.entropy.write_model``) only undercut. Lambda is steered so the layer's measured rate fills its
-budget; the network's weights are then put on power-of-two grids chosen by the same D + lambda R, and, if the
-written section still overshoots, the latents rounded toward zero (the smallest dead zone that fits).
+budget; the network's weights are then put on power-of-two grids chosen by the same D + lambda R. A section
+still over the budget gets a few more steps under a heavier rate term, and as a last resort its latents are
+rounded toward zero (the smallest dead zone that fits).
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ STEER_STEP = 1.5  # the most lambda moves per update, either way
 STEER_FILL = 0.93  # of the budget steered for: the weights' final grids and the models move it a little
 NOISE_SHARE = 0.8  # of the steps trained with noise; the rest straight-through
 STEER_EXPONENT = 10  # the weights' grid while steering (the write chooses each layer's)
+FIT_ROUNDS = 4  # at the end, rounds of FIT_STEPS more steps under a rate term FIT_PUSH times heavier at least
+FIT_STEPS = 10
+FIT_PUSH = 1.3
 MAX_DEAD_ZONE = 2.0  # |latent| below a dead zone rounds to 0: the write's last resort when the section overshoots
 DEAD_ZONE_ROUNDS = 8
 
@@ -93,28 +97,43 @@ def fit_texture(target: Tensor, base: Tensor, budget_bits: float, config: Textur
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     rate_weight = config.rate_weight
     noise_steps = int(NOISE_SHARE * steps)
-    for step in range(steps):
-        if step == noise_steps:
-            for group in optimizer.param_groups:
-                group["lr"] = config.lr / 5
-        latents = model.quantised_latents(noisy=step < noise_steps)
+
+    def train(noisy: bool) -> Tensor:  # one Adam step; the image it drew
+        latents = model.quantised_latents(noisy)
         image = base + model.residual(latents, model.layers())
         loss = (image - target).square().mean() + rate_weight * model.latent_bits(latents) / pixels
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        return image.detach()
+
+    for step in range(steps):
+        if step == noise_steps:
+            for group in optimizer.param_groups:
+                group["lr"] = config.lr / 5
+        image = train(noisy=step < noise_steps)
         if step >= STEER_FROM and step % STEER_EVERY == 0:  # the section as it would be written now
             measured = 8 * len(write_texture(_integers(model, [STEER_EXPONENT] * len(model.weights))))
             rate_weight *= min(STEER_STEP, max(1 / STEER_STEP, (measured / (STEER_FILL * budget_bits)) ** 1.5))
         if on_step is not None:
-            on_step(step, image.detach())
+            on_step(step, image)
+    # Over the budget at the end: a few more straight-through steps under a heavier rate term each round (the
+    # latents that rounding flips back and forth settle at 0 one by one), then, as a last resort, a dead zone.
+    for _ in range(FIT_ROUNDS):
+        with torch.no_grad():
+            section = _write(model, target, base, rate_weight)
+        if len(section) * 8 <= budget_bits:
+            return section
+        rate_weight *= max(FIT_PUSH, (len(section) * 8 / budget_bits) ** 2)
+        for _ in range(FIT_STEPS):
+            train(noisy=False)
     with torch.no_grad():
-        return _write(model, target, base, budget_bits, rate_weight)
+        return _dead_zone(model, _write(model, target, base, rate_weight, exponents_only=True), budget_bits)
 
 
-def _write(model: TextureModel, target: Tensor, base: Tensor, budget_bits: float, rate_weight: float) -> bytes | None:
-    """The section: each layer's weights on the power-of-two grid that costs least in D + lambda R (layer by
-    layer, the earlier ones on theirs), then latents rounded with the smallest dead zone that fits."""
+def _write(model: TextureModel, target: Tensor, base: Tensor, rate_weight: float, exponents_only: bool = False):
+    """The section (or with ``exponents_only`` just the exponents): each layer's weights on the power-of-two
+    grid that costs least in D + lambda R, layer by layer, the earlier ones on theirs."""
     pixels = target.shape[0] * target.shape[1]
     rounded = [torch.round(z.clamp(-LATENT_BOUND, LATENT_BOUND)) for z in model.latents]
     chosen: list[tuple[Tensor, int]] = []  # (values on their grid, exponent) per layer, in order
@@ -131,10 +150,11 @@ def _write(model: TextureModel, target: Tensor, base: Tensor, budget_bits: float
                 best = (cost, ints * 2.0 ** -exponent, exponent)
         chosen.append((best[1], best[2]))
     exponents = [e for _, e in chosen]
-    section = write_texture(_integers(model, exponents))
-    if len(section) * 8 <= budget_bits:
-        return section
-    # The smallest dead zone that fits, by bisection (the section shrinks as the zone grows).
+    return exponents if exponents_only else write_texture(_integers(model, exponents))
+
+
+def _dead_zone(model: TextureModel, exponents: list[int], budget_bits: float) -> bytes | None:
+    """The section with the smallest dead zone that fits, by bisection (it shrinks as the zone grows)."""
     low, high, fitting = 0.5, MAX_DEAD_ZONE, None
     for _ in range(DEAD_ZONE_ROUNDS):
         middle = (low + high) / 2

@@ -132,7 +132,8 @@ def test_results_loader_skips_a_torn_line_and_keeps_the_last_duplicate(tmp_path)
 
 
 def _harness_args(tmp_path, *extra):
-    return ["--data", str(FIXTURES), "--rates", "0.5", "--iterations", "3", "--method", "default,paper",
+    return ["--data", str(FIXTURES), "--images", "kodim05_crop64x48,kodim23_crop96x64", "--rates", "0.5",
+            "--iterations", "3", "--method", "default,paper",
             "--results", str(tmp_path / "results.jsonl"), "--benchmarks", str(tmp_path / "BENCHMARKS.md"),
             "--plots-dir", str(tmp_path / "plots"), *extra]
 
