@@ -172,7 +172,7 @@ class FormatConfig:
 class TextureConfig:
     """The texture layer (``codec.train.texture``): where it is used, its form and its training."""
 
-    from_bpp: float = 0.2  # targets below this are Gaussians only (format version 4); inf: never
+    from_bpp: float = 0.5  # targets below this are Gaussians only (format version 4); inf: never
     # Smaller pictures are Gaussians only too: the network's weights would take too large a share of the bits.
     min_pixels: int = 1 << 16
     gaussian_share: float = 0.5  # of the target's bits planned for the Gaussians; the layer fills the rest

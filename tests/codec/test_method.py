@@ -96,7 +96,7 @@ def test_the_texture_layer_takes_its_share_and_its_steps_where_it_applies():
     assert options.steps(512, 768) == options.gaussian_steps(512, 768) + method.texture.steps
     assert codec.EncodeOptions(bpp=0.5, iterations=300).steps(512, 768) == 600  # both phases take the count
     # Below its rate, on a small picture, and in the paper's method: Gaussians only.
-    assert codec.EncodeOptions(bpp=0.125).texture_steps(512, 768) == 0
+    assert codec.EncodeOptions(bpp=0.25).texture_steps(512, 768) == 0
     assert codec.EncodeOptions(bpp=0.5).texture_steps(200, 300) == 0
     assert codec.EncodeOptions(bpp=0.5, method="paper").texture_steps(512, 768) == 0
 
