@@ -31,7 +31,7 @@ import numpy as np
 
 from codec.errors import BitstreamError
 from codec.format.entropy import BitReader, BitWriter, encode_symbols, read_payload
-from codec.format.streams import GROUPS, STREAMS, Coded, Coding, Stream, present
+from codec.format.streams import GROUPS, STREAMS, Coding, Stream, present
 from codec.format.values import BLEND_MODES, COLOR_COLUMNS, RANGE_BOUNDS, SHAPE_COLUMNS, Layout, QuantizedGaussians
 
 
