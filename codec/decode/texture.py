@@ -4,8 +4,8 @@ A file with a texture layer (format version 5) decodes to the Gaussians' render 
 comes from L latent grids, level l holding ceil(H / 2^l) x ceil(W / 2^l) values whose cell centres sit at
 (i + 0.5) 2^l - 0.5 picture pixels; each grid is sampled bilinearly (edges clamped) at an output pixel's
 centre, and the pixel's L samples pass through a per-pixel network (L -> hidden -> hidden -> 3, ReLU between).
-The trainer (``codec.train.texture``) runs these same functions on torch tensors, so training and
-decoding cannot drift apart. The latents are integers and the network's weights integers times a power of
+The trainer (``codec.train.texture``) runs the same network (``synthesise``) on torch tensors, and samples the
+grids with torch's bilinear upsampling, which places them where ``Taps`` does (a test holds the two equal). The latents are integers and the network's weights integers times a power of
 two, so what the entropy coder depends on is exact; the residual itself is float32, deterministic on a CPU.
 
 A view (any size, any region) samples the grids at its own pixel centres; a view that shrinks the picture
@@ -43,7 +43,7 @@ class Taps:
 
 
 def sample(grid, rows: Taps, cols: Taps):  # grid [h, w] -> [M_rows, M_cols]
-    """Bilinear samples of one latent grid (numpy, or torch with the taps' arrays as tensors)."""
+    """Bilinear samples of one latent grid."""
     top, bottom = grid[rows.low], grid[rows.high]
     lines = top + (bottom - top) * rows.weight[:, None]  # [M_rows, w]
     left, right = lines[:, cols.low], lines[:, cols.high]
@@ -72,8 +72,8 @@ def residual(texture: Texture, view) -> np.ndarray:  # [view.height, view.width,
         return _synthesise_at(texture, _centres(view.top, view.bottom, view.height),
                               _centres(view.left, view.right, view.width))
     # Shrinking: the picture's own pixels under the box, averaged down by area.
-    top, left = math.floor(view.top), math.floor(view.left)
-    rows, cols = np.arange(top, math.ceil(view.bottom)), np.arange(left, math.ceil(view.right))
+    rows, cols = _native_pixels(view)
+    top, left = rows[0], cols[0]
     native = _synthesise_at(texture, rows.astype(np.float64), cols.astype(np.float64))
     native = _area_average(native, view.top - top, view.bottom - top, view.height, axis=0)
     return _area_average(native, view.left - left, view.right - left, view.width, axis=1).astype(np.float32)
@@ -83,7 +83,13 @@ def synthesised_pixels(view) -> int:
     """The pixels ``residual`` runs the network on for this view (for the decoder's work bound)."""
     if not _shrinks(view):
         return view.pixels
-    return (math.ceil(view.bottom) - math.floor(view.top)) * (math.ceil(view.right) - math.floor(view.left))
+    rows, cols = _native_pixels(view)
+    return len(rows) * len(cols)
+
+
+def _native_pixels(view) -> tuple[np.ndarray, np.ndarray]:  # the picture's rows and columns under the box
+    return (np.arange(math.floor(view.top), math.ceil(view.bottom)),
+            np.arange(math.floor(view.left), math.ceil(view.right)))
 
 
 def _shrinks(view) -> bool:

@@ -83,8 +83,8 @@ def write_texture(texture: Texture) -> bytes:
     side.write(texture.hidden - 1, 5)
     for ints, exponent in zip(texture.weights, texture.exponents):
         side.write(exponent, 4)
-        for value in ints.ravel().tolist():
-            side.write_gamma(_zigzag(value) + 1)
+        for code in _zigzag(ints.ravel()).tolist():
+            side.write_gamma(code + 1)
     coded = []
     for latent in texture.latents:
         symbols = latent.ravel().astype(np.int64) + LATENT_BOUND
@@ -113,7 +113,7 @@ def read_texture(section: bytes, width: int, height: int) -> Texture:
     side = BitReader(section[_SIDE_LENGTH.size: _SIDE_LENGTH.size + side_length], "texture.side_info")
     levels, hidden = side.read(3) + 1, side.read(5) + 1  # the widths allow MAX_LEVELS and MAX_HIDDEN
     weights, exponents = [], []
-    for index, (inputs, outputs) in enumerate(layer_shapes(levels, hidden)):
+    for inputs, outputs in layer_shapes(levels, hidden):
         exponents.append(side.read(4))
         # each code is at least one bit, so the side's own length bounds what is read
         codes = side.read_gammas((inputs + 1) * outputs, 2 * MAX_WEIGHT + 1)
@@ -132,8 +132,13 @@ def read_texture(section: bytes, width: int, height: int) -> Texture:
     return Texture(latents=latents, weights=tuple(weights), exponents=tuple(exponents))
 
 
-def _zigzag(value: int) -> int:
-    return 2 * value if value >= 0 else -2 * value - 1
+def weight_bits(ints: np.ndarray) -> int:
+    """The side bits of a layer's integers, as ``write_texture`` codes them (Elias gamma of zigzag + 1)."""
+    return int((2 * np.floor(np.log2(_zigzag(np.asarray(ints, np.int64)) + 1)) + 1).sum())
+
+
+def _zigzag(values: np.ndarray) -> np.ndarray:  # signed -> 0, 1, 2, ... as 0, -1, 1, -2, ...
+    return np.where(values >= 0, 2 * values, -2 * values - 1)
 
 
 def _unzigzag(codes: np.ndarray) -> np.ndarray:

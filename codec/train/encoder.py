@@ -87,13 +87,13 @@ class EncodeRun:
         target = torch.tensor(pixels, dtype=torch.float32, device=self.device) / 255
         gaussian_bpp = options.gaussian_bpp(height, width)
         self.rate = RateControl.for_image(gaussian_bpp, height, width, method)
-        self.training = _Training(target, self.rate.plan, method, options.gaussian_steps(height, width), options.seed,
+        gaussian_steps, self.texture_steps = options.gaussian_steps(height, width), options.texture_steps(height, width)
+        self.training = _Training(target, self.rate.plan, method, gaussian_steps, options.seed,
                                   progress, weight_at(method.loss.rate_weight, gaussian_bpp),
                                   _mean_color(pixels) if method.format.background else None, options.backend,
-                                  reported_total=options.steps(height, width))
+                                  reported_total=gaussian_steps + self.texture_steps)
         self.model: QuantisedModel | None = None  # from ``quantise`` on
         self.target_bits = options.target_bpp * height * width
-        self.texture_steps = options.texture_steps(height, width)
 
     def fit(self) -> None:
         with _phase("fit"):

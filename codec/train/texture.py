@@ -21,7 +21,7 @@ from torch import Tensor
 
 from codec.decode.texture import synthesise
 from codec.format.texture import LATENT_BOUND, MAX_EXPONENT, MAX_WEIGHT, Texture, layer_shapes, level_shape
-from codec.format.texture import write_texture
+from codec.format.texture import weight_bits, write_texture
 from codec.train.method import TextureConfig
 
 STEER_EVERY = 25  # steps between updates of lambda toward the layer's budget, from STEER_FROM on
@@ -121,36 +121,33 @@ def fit_texture(target: Tensor, base: Tensor, budget_bits: float, config: Textur
     # latents that rounding flips back and forth settle at 0 one by one), then, as a last resort, a dead zone.
     for _ in range(FIT_ROUNDS):
         with torch.no_grad():
-            section = _write(model, target, base, rate_weight)
+            section = write_texture(_integers(model, _exponents(model, target, base, rate_weight)))
         if len(section) * 8 <= budget_bits:
             return section
         rate_weight *= max(FIT_PUSH, (len(section) * 8 / budget_bits) ** 2)
         for _ in range(FIT_STEPS):
             train(noisy=False)
     with torch.no_grad():
-        return _dead_zone(model, _write(model, target, base, rate_weight, exponents_only=True), budget_bits)
+        return _dead_zone(model, _exponents(model, target, base, rate_weight), budget_bits)
 
 
-def _write(model: TextureModel, target: Tensor, base: Tensor, rate_weight: float, exponents_only: bool = False):
-    """The section (or with ``exponents_only`` just the exponents): each layer's weights on the power-of-two
-    grid that costs least in D + lambda R, layer by layer, the earlier ones on theirs."""
+def _exponents(model: TextureModel, target: Tensor, base: Tensor, rate_weight: float) -> list[int]:
+    """Each layer's power-of-two grid: the one that costs least in D + lambda R, layer by layer, the earlier
+    ones on theirs, over the latents as the file rounds them."""
     pixels = target.shape[0] * target.shape[1]
-    rounded = [torch.round(z.clamp(-LATENT_BOUND, LATENT_BOUND)) for z in model.latents]
+    rounded = [_rounded(z) for z in model.latents]
     chosen: list[tuple[Tensor, int]] = []  # (values on their grid, exponent) per layer, in order
     for index in range(len(model.weights)):
         best = None
         for exponent in range(4, MAX_EXPONENT + 1):
-            ints = torch.round(model.weights[index] * 2.0 ** exponent).clamp(-MAX_WEIGHT, MAX_WEIGHT)
+            ints = _on_grid(model.weights[index], exponent)
             trial = [v for v, _ in chosen] + [ints * 2.0 ** -exponent] + list(model.weights[index + 1:])
             error = (base + model.residual(rounded, [(w[:-1].T, w[-1]) for w in trial]) - target).square().mean()
-            zigzag = torch.where(ints >= 0, 2 * ints, -2 * ints - 1)
-            bits = float((2 * torch.floor(torch.log2(zigzag + 1)) + 1).sum())  # their Elias gamma codes
-            cost = float(error) + rate_weight * bits / pixels
+            cost = float(error) + rate_weight * weight_bits(ints.cpu().numpy()) / pixels
             if best is None or cost < best[0]:
                 best = (cost, ints * 2.0 ** -exponent, exponent)
         chosen.append((best[1], best[2]))
-    exponents = [e for _, e in chosen]
-    return exponents if exponents_only else write_texture(_integers(model, exponents))
+    return [e for _, e in chosen]
 
 
 def _dead_zone(model: TextureModel, exponents: list[int], budget_bits: float) -> bytes | None:
@@ -170,11 +167,17 @@ def _dead_zone(model: TextureModel, exponents: list[int], budget_bits: float) ->
 def _integers(model: TextureModel, exponents: list[int], dead_zone: float = 0.5) -> Texture:
     """The model as a file holds it: weights on their grids, latents rounded (|latent| under ``dead_zone``
     to 0)."""
-    latents = tuple((torch.sign(z) * torch.floor(z.abs() + 1 - dead_zone).clamp(0, LATENT_BOUND))
-                    .cpu().numpy().astype(np.int32) for z in model.latents)
-    weights = tuple(torch.round(w * 2.0 ** e).clamp(-MAX_WEIGHT, MAX_WEIGHT).cpu().numpy().astype(np.int32)
-                    for w, e in zip(model.weights, exponents))
+    latents = tuple(_rounded(z, dead_zone).cpu().numpy().astype(np.int32) for z in model.latents)
+    weights = tuple(_on_grid(w, e).cpu().numpy().astype(np.int32) for w, e in zip(model.weights, exponents))
     return Texture(latents=latents, weights=weights, exponents=tuple(exponents))
+
+
+def _rounded(z: Tensor, dead_zone: float = 0.5) -> Tensor:  # to the integers the file holds, |z| < dead_zone to 0
+    return torch.sign(z) * torch.floor(z.abs() + 1 - dead_zone).clamp(0, LATENT_BOUND)
+
+
+def _on_grid(weights: Tensor, exponent: int) -> Tensor:  # the integers of weights on the grid 2^-exponent
+    return torch.round(weights * 2.0 ** exponent).clamp(-MAX_WEIGHT, MAX_WEIGHT)
 
 
 def _laplace_cdf(x: Tensor, spread: Tensor) -> Tensor:

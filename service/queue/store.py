@@ -101,6 +101,15 @@ _TRIGGERS = [f"CREATE TRIGGER IF NOT EXISTS jobs_digest_{when.split()[0].lower()
              for when in ("INSERT", f"UPDATE OF {', '.join(_DIGESTED)}")]
 
 
+_STATEMENTS = [s for s in [*_SCHEMA.split(";"), *_TRIGGERS] if s.strip()]  # what makes a store, in order
+
+
+def _connect(path: str | Path) -> sqlite3.Connection:  # with the function the row triggers call
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+    db.create_function("gsic_row_digest", -1, _row_digest, deterministic=True)
+    return db
+
+
 def _schema_of(db: sqlite3.Connection) -> dict[tuple[str, str], str | None]:
     """Each schema object's definition, whitespace removed: a store upgraded from schema 1–3 holds the columns
     it gained as ALTER TABLE appended them, which differs from a new store's text only in whitespace."""
@@ -110,11 +119,9 @@ def _schema_of(db: sqlite3.Connection) -> dict[tuple[str, str], str | None]:
 
 @functools.cache
 def _expected_schema() -> dict[tuple[str, str], str | None]:
-    with contextlib.closing(sqlite3.connect(":memory:")) as db:
-        db.create_function("gsic_row_digest", -1, _row_digest, deterministic=True)
-        for statement in [*_SCHEMA.split(";"), *_TRIGGERS]:
-            if statement.strip():
-                db.execute(statement)
+    with contextlib.closing(_connect(":memory:")) as db:
+        for statement in _STATEMENTS:
+            db.execute(statement)
         return _schema_of(db)
 
 
@@ -134,8 +141,7 @@ class JobStore:
         marker = self.path.with_name(self.path.name + ".created")
         _check_wal(self.path.with_name(self.path.name + "-wal"))
         with self._refusing():
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-            self._db.create_function("gsic_row_digest", -1, _row_digest, deterministic=True)
+            self._db = _connect(self.path)
             self._open(marker.exists())
         marker.touch()
 
@@ -171,9 +177,8 @@ class JobStore:
                 db.execute("ALTER TABLE jobs ADD COLUMN result_sha256 TEXT")
             if version in (1, 2, 3):  # nor its rows, until now
                 db.execute("ALTER TABLE jobs ADD COLUMN digest TEXT")
-            for statement in [*_SCHEMA.split(";"), *_TRIGGERS]:
-                if statement.strip():
-                    db.execute(statement)
+            for statement in _STATEMENTS:
+                db.execute(statement)
             if version in (1, 2, 3):
                 db.execute(f"UPDATE jobs SET digest = {_digest_of('')}")
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
