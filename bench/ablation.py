@@ -53,7 +53,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
                                                                          "format.background": False}),
     "default, Gaussians only (format v4, before the texture layer)": ("default", {"texture.from_bpp": math.inf}),
     "default, texture with 1600 steps": ("default", {"texture.steps": 1600}),
-    "default, texture with a third of the bits to the Gaussians": ("default", {"texture.gaussian_share": 1 / 3}),
+    "default, texture with half of the bits to the Gaussians": ("default", {"texture.gaussian_share": 1 / 2}),
     "default, texture with two thirds of the bits to the Gaussians": ("default", {"texture.gaussian_share": 2 / 3}),
     "paper configuration": ("paper", {}),
 }

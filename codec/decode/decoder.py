@@ -64,7 +64,7 @@ def decode_array(data: bytes, device: str | None = None, *, width: int | None = 
     if layout.background is not None:
         image += background_color(layout.background)
     if header.texture_length:
-        image += residual(read_texture(section, layout.width, layout.height), view)
+        image += residual(read_texture(section, layout.width, layout.height, header.texture_context), view)
     np.clip(image, 0, 1, out=image)
     image *= 255
     return np.rint(image, out=image).astype(np.uint8)

@@ -1,6 +1,6 @@
 """The texture layer's decode side: latent grids sampled at the output's pixels, then a small synthesis network.
 
-A file with a texture layer (format version 5) decodes to the Gaussians' render plus a residual. The residual
+A file with a texture layer (format version 5 on) decodes to the Gaussians' render plus a residual. The residual
 comes from L latent grids, level l holding ceil(H / 2^l) x ceil(W / 2^l) values whose cell centres sit at
 (i + 0.5) 2^l - 0.5 picture pixels; each grid is sampled bilinearly (edges clamped) at an output pixel's
 centre, and the pixel's L samples pass through a per-pixel network (L -> hidden -> hidden -> 3, ReLU between).

@@ -1,4 +1,4 @@
-"""The .gsi file layout, versions 1 to 5 (docs/bitstream.md): serialising ``QuantizedGaussians`` and the sections
+"""The .gsi file layout, versions 1 to 6 (docs/bitstream.md): serialising ``QuantizedGaussians`` and the sections
 that follow them.
 
 Header fields are declared with widths and range checks, the flags with the version each first appeared in,
@@ -45,12 +45,14 @@ class Flag(enum.IntFlag):
     PARAMETRIC_MODELS = 16  # each model may be a two-sided geometric instead of a histogram
     BACKGROUND = 32  # a background colour follows the ranges (needs SUM_BLEND)
     TEXTURE = 64  # a texture layer's section follows the payload, its length after the background
+    TEXTURE_CONTEXT = 128  # the section's levels may be coded by context (``codec.format.texture``; needs TEXTURE)
 
 
 # The version chain: the version each flag first appeared in. A writer emits the highest of its flags'
 # (1 for none); a reader refuses a flag in a file of an earlier version.
 FIRST_VERSION = {Flag.SUM_BLEND: 1, Flag.ROWS_SORTED: 1, Flag.SHAPE_PER_GAUSSIAN: 1, Flag.COLOR_PER_GAUSSIAN: 2,
-                 Flag.PARAMETRIC_MODELS: 3, Flag.BACKGROUND: 4, Flag.TEXTURE: 5}
+                 Flag.PARAMETRIC_MODELS: 3, Flag.BACKGROUND: 4, Flag.TEXTURE: 5,
+                 Flag.TEXTURE_CONTEXT: 6}
 # Flags that are the Layout field of their lower-case name.
 LAYOUT_FLAGS = (Flag.ROWS_SORTED, Flag.SHAPE_PER_GAUSSIAN, Flag.COLOR_PER_GAUSSIAN, Flag.PARAMETRIC_MODELS)
 
@@ -107,6 +109,7 @@ class Header(Layout):
     side_length: int
     payload_length: int
     texture_length: int = 0  # 0: no texture layer
+    texture_context: bool = False  # its levels may be coded by context (version 6 on)
 
     @property
     def side_start(self) -> int:  # offset of the side information
@@ -130,7 +133,7 @@ def write_bitstream(q: QuantizedGaussians, texture: bytes = b"") -> bytes:
         raise ValueError(f"a background must be three bytes under accumulated blending, not {layout.background!r}")
     if len(texture) > MAX_SECTION_BYTES:
         raise ValueError(f"a texture section of {len(texture)} bytes exceeds {MAX_SECTION_BYTES}")
-    flags = layout_flags(layout) | (Flag.TEXTURE if texture else Flag(0))
+    flags = layout_flags(layout) | (Flag.TEXTURE | Flag.TEXTURE_CONTEXT if texture else Flag(0))
     header = Header(**{f.name: getattr(layout, f.name) for f in dataclasses.fields(Layout)},
                     version=max((FIRST_VERSION[flag] for flag in flags), default=1), n_gaussians=len(q),
                     k_shape=q.k_shape, k_color=q.k_color, side_length=0, payload_length=0)  # lengths: below
@@ -190,6 +193,8 @@ def _parse_fields(data: bytes) -> tuple[Header, np.ndarray]:  # (the header with
                                           f"{FIRST_VERSION[flag]}")
     if Flag.BACKGROUND in flags and Flag.SUM_BLEND not in flags:
         raise BitstreamError("flags", "a background colour (bit 5) needs accumulated blending (bit 0)")
+    if Flag.TEXTURE_CONTEXT in flags and Flag.TEXTURE not in flags:
+        raise BitstreamError("flags", "a texture context (bit 7) needs a texture section (bit 6)")
     background = tuple(data[HEADER_BYTES: HEADER_BYTES + BACKGROUND_BYTES]) if Flag.BACKGROUND in flags else None
     texture_length = 0
     if Flag.TEXTURE in flags:
@@ -201,7 +206,7 @@ def _parse_fields(data: bytes) -> tuple[Header, np.ndarray]:  # (the header with
             raise BitstreamError("texture_length", f"{texture_length} is outside [1, {MAX_SECTION_BYTES}]")
     return Header(blend_mode=BLEND_MODES[flags & Flag.SUM_BLEND], background=background, shape_ranges=(),
                   color_ranges=(), **{flag.name.lower(): flag in flags for flag in LAYOUT_FLAGS}, **fields,
-                  texture_length=texture_length), ranges
+                  texture_length=texture_length, texture_context=Flag.TEXTURE_CONTEXT in flags), ranges
 
 
 def parse_header(data: bytes) -> Header:

@@ -224,25 +224,43 @@ def write_model(writer: BitWriter, symbols: np.ndarray, alphabet: int, parametri
         use = geometric_bits + geometric_side_bits(alphabet) < information_bits(counts) + histogram_side_bits(counts)
         writer.write(int(use), 1)
         if use:
-            writer.write(geometric.mode, mode_width(alphabet))
-            writer.write(geometric.left, RATE_BITS)
-            writer.write(geometric.right, RATE_BITS)
-            return categorical(geometric.weights(alphabet))
+            return write_geometric(writer, geometric, alphabet)
     write_histogram(writer, symbols, alphabet)
     return categorical(counts)
+
+
+def model_bits(counts: np.ndarray, parametric: bool) -> float:
+    """What ``write_model`` spends on symbols with these counts, side information and payload (estimated at
+    their information content)."""
+    histogram = information_bits(counts) + histogram_side_bits(counts)
+    if not parametric:
+        return histogram
+    return 1 + min(histogram, Geometric.fit(counts)[1] + geometric_side_bits(len(counts)))
+
+
+def write_geometric(writer: BitWriter, geometric: Geometric, alphabet: int):
+    writer.write(geometric.mode, mode_width(alphabet))
+    writer.write(geometric.left, RATE_BITS)
+    writer.write(geometric.right, RATE_BITS)
+    return categorical(geometric.weights(alphabet))
 
 
 def read_model(reader: BitReader, alphabet: int, total: int, parametric: bool):
     """What ``write_model`` wrote: (model, counts or None, the fewest bits ``total`` symbols can take)."""
     if parametric and reader.read(1):
-        mode = reader.read(mode_width(alphabet))
-        if mode >= alphabet:
-            raise BitstreamError(reader.field, f"a geometric model's mode {mode} is outside its {alphabet} symbols")
-        weights = Geometric(mode, reader.read(RATE_BITS), reader.read(RATE_BITS)).weights(alphabet)
-        # no symbol costs less than the mode's
-        return categorical(weights), None, total * float(np.log2(weights.sum() / weights.max()))
+        model, least = read_geometric(reader, alphabet)
+        return model, None, total * least
     counts = read_histogram(reader, alphabet, total)
     return categorical(counts), counts, information_bits(counts)
+
+
+def read_geometric(reader: BitReader, alphabet: int):
+    """What ``write_geometric`` wrote: (model, the fewest bits one symbol can take under it)."""
+    mode = reader.read(mode_width(alphabet))
+    if mode >= alphabet:
+        raise BitstreamError(reader.field, f"a geometric model's mode {mode} is outside its {alphabet} symbols")
+    weights = Geometric(mode, reader.read(RATE_BITS), reader.read(RATE_BITS)).weights(alphabet)
+    return categorical(weights), float(np.log2(weights.sum() / weights.max()))  # none costs less than the mode
 
 
 def uniform(bits: int):
@@ -300,9 +318,9 @@ class SymbolDecoder:
             raise BitstreamError(field, f"range decoding failed: {exc}") from exc
 
 
-def read_payload(payload: bytes, columns, counts: list[int], what: str, field: str = "payload") -> list[np.ndarray]:
+def read_payload(payload: bytes, columns, counts, what: str, field: str = "payload") -> list[np.ndarray]:
     """Decode ``counts[i]`` symbols of each column (``codec.format.streams.Coded``: field, model, counts,
-    fewest_bits), holding the payload to them: no symbol may come from past its end, no word may follow the
+    fewest_bits; a count may be a function of the columns decoded before it, for a context model), holding the payload to them: no symbol may come from past its end, no word may follow the
     last one, and each histogram must be the one of its symbols. The decode work is bounded by the bytes
     present: the counts are checked against the fewest bits their columns can take first. ``what`` names the
     symbols in a failure, ``field`` the section."""
@@ -312,7 +330,9 @@ def read_payload(payload: bytes, columns, counts: list[int], what: str, field: s
         raise BitstreamError(f"{field}_length", f"{len(payload)} bytes cannot hold {what} "
                                                 f"(at least {fewest / 8:.0f} bytes)")
     decoder = SymbolDecoder(payload)
-    decoded = [decoder.decode(column.model, count, column.field) for column, count in zip(columns, counts)]
+    decoded: list[np.ndarray] = []
+    for column, count in zip(columns, counts):
+        decoded.append(decoder.decode(column.model, count(decoded) if callable(count) else count, column.field))
     for column, symbols in zip(columns, decoded):
         histogram = column.counts
         if histogram is not None and not np.array_equal(np.bincount(symbols, minlength=len(histogram)), histogram):

@@ -1,13 +1,16 @@
-"""The texture layer's section of a .gsi file (format version 5, ``Flag.TEXTURE``; docs/bitstream.md).
+"""The texture layer's section of a .gsi file (format versions 5 and 6, ``Flag.TEXTURE``; docs/bitstream.md).
 
 It follows the Gaussians' payload, its length in the header. Layout:
 
     u32      side_length
     side     bit-packed: levels - 1 (3 bits), hidden - 1 (5 bits); per synthesis layer its exponent (4 bits)
              and its (inputs + 1) x outputs integers (weight rows, then the bias row), each as the Elias gamma
-             code of zigzag(value) + 1; per latent level its model over [-LATENT_BOUND, LATENT_BOUND]
-             (``codec.format.entropy.write_model``: a histogram or a two-sided geometric)
-    payload  range-coded latents, level by level, row-major
+             code of zigzag(value) + 1; per latent level (from version 6, ``Flag.TEXTURE_CONTEXT``, after a
+             context bit) its model over [-LATENT_BOUND, LATENT_BOUND] (``codec.format.entropy.write_model``: a
+             histogram or a two-sided geometric), or with the context bit set the model of its checkerboard's
+             first half and one two-sided geometric per context class of the second half
+    payload  range-coded latents, level by level: row-major, or with context the first half row-major, then
+             the second half class by class, row-major within each
 
 Everything the range coder depends on is an integer: the models are the exact integer tables of
 ``codec.format.entropy``. The latent counts follow from the picture's size and the level count, and the
@@ -23,7 +26,8 @@ import numpy as np
 
 from codec.errors import BitstreamError
 from codec.format.entropy import BitReader, BitWriter, encode_symbols
-from codec.format.entropy import read_model, read_payload, write_model
+from codec.format.entropy import Geometric, model_bits, read_geometric, read_model, read_payload, write_geometric
+from codec.format.entropy import geometric_side_bits, write_model
 from codec.format.streams import Coded
 
 MAX_LEVELS = 8  # the coarsest grid is 1/128 of the picture
@@ -31,6 +35,10 @@ MAX_HIDDEN = 32
 LATENT_BOUND = 127  # latents are integers in [-LATENT_BOUND, LATENT_BOUND]
 MAX_EXPONENT = 15  # a layer's values are its integers / 2^exponent
 MAX_WEIGHT = 1 << 15  # |integer| of a weight or bias
+# A level's checkerboard second half (row + column odd) is coded by the sum of its four neighbours' |latent|
+# (first half, so decoded before it; 0 outside the grid): classes 0, 1 and 2 or more. The classes come from
+# latents already decoded, so each class is one run of symbols under one model and the decode stays vectorised.
+CONTEXT_CLASSES = 3
 _ALPHABET = 2 * LATENT_BOUND + 1
 _SIDE_LENGTH = struct.Struct("<I")
 
@@ -72,7 +80,8 @@ def latent_count(width: int, height: int, levels: int) -> int:
     return sum(h * w for h, w in (level_shape(height, width, level) for level in range(levels)))
 
 
-def write_texture(texture: Texture) -> bytes:
+def write_texture(texture: Texture, contexts: bool = True) -> bytes:
+    """The section; ``contexts`` (version 6): each level coded by context where that costs fewer bits."""
     if not (1 <= texture.levels <= MAX_LEVELS and 1 <= texture.hidden <= MAX_HIDDEN
             and all(0 <= e <= MAX_EXPONENT for e in texture.exponents)
             and all(np.abs(w).max() <= MAX_WEIGHT for w in texture.weights)
@@ -87,10 +96,45 @@ def write_texture(texture: Texture) -> bytes:
             side.write_gamma(code + 1)
     coded = []
     for latent in texture.latents:
-        symbols = latent.ravel().astype(np.int64) + LATENT_BOUND
-        coded.append((symbols, write_model(side, symbols, _ALPHABET, parametric=True)))
+        symbols = latent.astype(np.int64) + LATENT_BOUND
+        halves = _halves(symbols) if contexts else None
+        if contexts:
+            side.write(int(halves is not None), 1)
+        if halves is None:
+            coded.append((symbols.ravel(), write_model(side, symbols.ravel(), _ALPHABET, parametric=True)))
+            continue
+        first, classes = halves
+        coded.append((first, write_model(side, first, _ALPHABET, parametric=True)))
+        coded.extend((group, write_geometric(side, model, _ALPHABET)) for group, model in classes)
     side_bytes = side.getvalue()
     return _SIDE_LENGTH.pack(len(side_bytes)) + side_bytes + encode_symbols(coded)
+
+
+def _halves(symbols: np.ndarray):  # [h, w] -> (first half, [(class's symbols, its model)]) or None
+    """A level's checkerboard split, when it costs fewer bits than the level under one model."""
+    first_half = _first_half(symbols.shape)
+    first = symbols[first_half]
+    classes = context_classes(np.where(first_half, symbols - LATENT_BOUND, 0))
+    second = symbols[~first_half]
+    groups = [second[classes == k] for k in range(CONTEXT_CLASSES)]
+    models = [Geometric.fit(np.bincount(group, minlength=_ALPHABET)) for group in groups]
+    split = model_bits(np.bincount(first, minlength=_ALPHABET), True) + sum(
+        bits + geometric_side_bits(_ALPHABET) for _, bits in models)
+    if split >= model_bits(np.bincount(symbols.ravel(), minlength=_ALPHABET), True):
+        return None
+    return first, [(group, model) for group, (model, _) in zip(groups, models)]
+
+
+def _first_half(shape: tuple[int, int]) -> np.ndarray:  # [h, w] bool: row + column even
+    rows, cols = np.indices(shape)
+    return (rows + cols) % 2 == 0
+
+
+def context_classes(first: np.ndarray) -> np.ndarray:  # [h, w] latents, 0 off the first half -> [second half]
+    """Each second-half latent's class, row-major, from the first half's latents around it."""
+    padded = np.pad(np.abs(first.astype(np.int64)), 1)
+    around = padded[:-2, 1:-1] + padded[2:, 1:-1] + padded[1:-1, :-2] + padded[1:-1, 2:]
+    return np.minimum(around[~_first_half(first.shape)], CONTEXT_CLASSES - 1)
 
 
 def texture_form(section: bytes) -> tuple[int, int]:
@@ -101,9 +145,9 @@ def texture_form(section: bytes) -> tuple[int, int]:
     return (form >> 5) + 1, (form & 31) + 1
 
 
-def read_texture(section: bytes, width: int, height: int) -> Texture:
-    """What ``write_texture`` wrote, for a picture of ``width`` x ``height``; raises BitstreamError naming the
-    field, before allocating anything the section's bytes do not pay for."""
+def read_texture(section: bytes, width: int, height: int, contexts: bool = True) -> Texture:
+    """What ``write_texture`` wrote (``contexts``: version 6 on), for a picture of ``width`` x ``height``; raises
+    BitstreamError naming the field, before allocating anything the section's bytes do not pay for."""
     if len(section) < _SIDE_LENGTH.size:
         raise BitstreamError("texture_length", f"{len(section)} bytes cannot hold the texture's side length")
     (side_length,) = _SIDE_LENGTH.unpack_from(section)
@@ -119,17 +163,75 @@ def read_texture(section: bytes, width: int, height: int) -> Texture:
         codes = side.read_gammas((inputs + 1) * outputs, 2 * MAX_WEIGHT + 1)
         weights.append(_unzigzag(codes - 1).reshape(inputs + 1, outputs).astype(np.int32))
     shapes = [level_shape(height, width, level) for level in range(levels)]
-    columns = []
+    columns, counts, splits = [], [], []  # splits: per level, whether it is coded by context
     for level, (rows, cols) in enumerate(shapes):
-        model, counts, fewest = read_model(side, _ALPHABET, rows * cols, parametric=True)
-        columns.append(Coded(f"texture.latents[{level}]", model, counts, fewest))
+        name = f"texture.latents[{level}]"
+        if not (contexts and side.read(1)):
+            model, histogram, fewest = read_model(side, _ALPHABET, rows * cols, parametric=True)
+            splits.append(False)
+            columns.append(Coded(name, model, histogram, fewest))
+            counts.append(rows * cols)
+            continue
+        first_count = (rows * cols + 1) // 2
+        model, histogram, fewest = read_model(side, _ALPHABET, first_count, parametric=True)
+        splits.append(True)
+        columns.append(Coded(f"{name}.first_half", model, histogram, fewest))
+        counts.append(first_count)
+        classes = [read_geometric(side, _ALPHABET) for _ in range(CONTEXT_CLASSES)]
+        # the classes' counts are known only once the first half is decoded: the bound takes the cheapest
+        least = (rows * cols - first_count) * min(bits for _, bits in classes)
+        classes_of = _ClassesOf((rows, cols), len(columns) - 1)
+        for k, (model, _) in enumerate(classes):
+            columns.append(Coded(f"{name}.class[{k}]", model, None, least if k == 0 else 0.0))
+            counts.append(classes_of.count(k))
     if side.remaining_bits() >= 8:
         raise BitstreamError("texture.side_length", f"{side.remaining_bits()} bits left over after the models")
     payload = section[_SIDE_LENGTH.size + side_length:]
-    decoded = read_payload(payload, columns, [rows * cols for rows, cols in shapes],
-                           f"{latent_count(width, height, levels)} latents", field="texture.payload")
-    latents = tuple((symbols - LATENT_BOUND).astype(np.int32).reshape(shape) for symbols, shape in zip(decoded, shapes))
-    return Texture(latents=latents, weights=tuple(weights), exponents=tuple(exponents))
+    decoded = read_payload(payload, columns, counts, f"{latent_count(width, height, levels)} latents",
+                           field="texture.payload")
+    latents, at = [], 0
+    for shape, split in zip(shapes, splits):
+        if split:
+            latents.append(_joined(shape, decoded[at] - LATENT_BOUND,
+                                   [group - LATENT_BOUND for group in decoded[at + 1: at + 1 + CONTEXT_CLASSES]]))
+            at += 1 + CONTEXT_CLASSES
+        else:
+            latents.append(decoded[at].reshape(shape) - LATENT_BOUND)
+            at += 1
+    return Texture(latents=tuple(z.astype(np.int32) for z in latents), weights=tuple(weights),
+                   exponents=tuple(exponents))
+
+
+class _ClassesOf:
+    """A split level's second-half classes, computed once its first half is decoded: ``read_payload``'s
+    counts for the classes' columns."""
+
+    def __init__(self, shape: tuple[int, int], first_column: int):
+        self.shape, self.first_column = shape, first_column
+        self._classes: np.ndarray | None = None
+
+    def count(self, k: int):  # -> (decoded columns -> the count of class k)
+        def of(decoded: list[np.ndarray]) -> int:
+            if self._classes is None:
+                self._classes = context_classes(_placed(self.shape, decoded[self.first_column] - LATENT_BOUND))
+            return int(np.count_nonzero(self._classes == k))
+        return of
+
+
+def _placed(shape: tuple[int, int], first: np.ndarray) -> np.ndarray:  # [h, w]: the first half, 0 elsewhere
+    grid = np.zeros(shape, np.int64)
+    grid[_first_half(shape)] = first
+    return grid
+
+
+def _joined(shape: tuple[int, int], first: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:  # [h, w]
+    grid = _placed(shape, first)
+    classes = context_classes(grid)
+    second = np.empty(len(classes), np.int64)
+    for k, group in enumerate(groups):
+        second[classes == k] = group
+    grid[~_first_half(shape)] = second
+    return grid
 
 
 def weight_bits(ints: np.ndarray) -> int:

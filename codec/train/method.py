@@ -175,11 +175,12 @@ class TextureConfig:
     from_bpp: float = 0.5  # targets below this are Gaussians only (format version 4); inf: never
     # Smaller pictures are Gaussians only too: the network's weights would take too large a share of the bits.
     min_pixels: int = 1 << 16
-    gaussian_share: float = 0.5  # of the target's bits planned for the Gaussians; the layer fills the rest
+    gaussian_share: float = 1 / 3  # of the target's bits planned for the Gaussians; the layer fills the rest
     levels: int = 7  # latent grids, from the picture's resolution down to 1 / 2^(levels - 1)
     hidden: int = 16  # the synthesis network's width
     steps: int = 800
-    lr: float = 0.01
+    latent_lr: float = 0.02  # Adam's, for the latents and their spreads, falling on a cosine
+    network_lr: float = 0.02  # the synthesis network's
     rate_weight: float = 0.002  # lambda's start (MSE per bit per pixel); steered to fill the layer's budget
 
     def __post_init__(self) -> None:

@@ -1,10 +1,10 @@
 """The trainable texture layer: latent grids and a synthesis network fitted, under D + lambda R, to what the
 Gaussians leave of the image (the decode side, which this trains through: ``codec.decode.texture``).
 
-Latents are quantised with uniform noise first, then rounded straight-through (the rounding the file applies);
-their rate is a Laplace per level with a trained spread, which the file's fitted integer models
+Latents are quantised with uniform noise first, then rounded straight-through (the rounding the file applies),
+the learning rates falling on a cosine throughout; their rate is a Laplace per level with a trained spread, which the file's fitted integer models
 (``codec.format.entropy.write_model``) only undercut. Lambda is steered so the layer's measured rate fills its
-budget; the network's weights are then put on power-of-two grids chosen by the same D + lambda R. A section
+budget, until the steps left are too slow to answer it; the network's weights are then put on power-of-two grids chosen by the same D + lambda R. A section
 still over the budget gets a few more steps under a heavier rate term, and as a last resort its latents are
 rounded toward zero (the smallest dead zone that fits).
 """
@@ -27,8 +27,12 @@ from codec.train.method import TextureConfig
 STEER_EVERY = 25  # steps between updates of lambda toward the layer's budget, from STEER_FROM on
 STEER_FROM = 100  # before, the latents are still growing from zero: their rate says little
 STEER_STEP = 1.5  # the most lambda moves per update, either way
-STEER_FILL = 0.93  # of the budget steered for: the weights' final grids and the models move it a little
+STEER_FILL = 0.97  # of the budget steered for: the weights' final grids and the models move it a little
+# of the steps, the share after which lambda stays put: with the learning rate low the rate answers a change of
+# lambda too late, and steering on would wind lambda up and leave the section well short of its budget
+STEER_UNTIL = 0.8
 NOISE_SHARE = 0.8  # of the steps trained with noise; the rest straight-through
+LR_FLOOR = 0.02  # the cosine's end, as a share of the starting learning rates
 STEER_EXPONENT = 10  # the weights' grid while steering (the write chooses each layer's)
 FIT_ROUNDS = 4  # at the end, rounds of FIT_STEPS more steps under a rate term FIT_PUSH times heavier at least
 FIT_STEPS = 10
@@ -94,7 +98,9 @@ def fit_texture(target: Tensor, base: Tensor, budget_bits: float, config: Textur
     height, width = target.shape[:2]
     pixels = height * width
     model = TextureModel(height, width, config, generator, target.device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = torch.optim.Adam([{"params": [*model.latents, model.log_spreads], "lr": config.latent_lr},
+                                  {"params": list(model.weights), "lr": config.network_lr}])
+    start_lrs = [group["lr"] for group in optimizer.param_groups]
     rate_weight = config.rate_weight
     noise_steps = int(NOISE_SHARE * steps)
 
@@ -108,11 +114,11 @@ def fit_texture(target: Tensor, base: Tensor, budget_bits: float, config: Textur
         return image.detach()
 
     for step in range(steps):
-        if step == noise_steps:
-            for group in optimizer.param_groups:
-                group["lr"] = config.lr / 5
+        fall = LR_FLOOR + (1 - LR_FLOOR) * 0.5 * (1 + math.cos(math.pi * step / steps))
+        for group, start_lr in zip(optimizer.param_groups, start_lrs):
+            group["lr"] = start_lr * fall
         image = train(noisy=step < noise_steps)
-        if step >= STEER_FROM and step % STEER_EVERY == 0:  # the section as it would be written now
+        if STEER_FROM <= step < STEER_UNTIL * steps and step % STEER_EVERY == 0:  # the section as written now
             measured = 8 * len(write_texture(_integers(model, [STEER_EXPONENT] * len(model.weights))))
             rate_weight *= min(STEER_STEP, max(1 / STEER_STEP, (measured / (STEER_FILL * budget_bits)) ** 1.5))
         if on_step is not None:

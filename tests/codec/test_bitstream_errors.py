@@ -69,7 +69,7 @@ def test_bit_flips_with_valid_checksum_never_crash(encoded):
 
 
 @pytest.mark.parametrize("name, value, field", [
-    ("version", 6, "version"),
+    ("version", 7, "version"),
     ("flags", 128, "flags"),
     ("flags", 64, "flags"),
     ("flags", 3, "k_shape"),  # says codebook shapes, but k_shape is 0

@@ -84,14 +84,17 @@ def valid_files(draw) -> bytes:
 
 @st.composite
 def textures(draw, width: int, height: int) -> bytes:
-    """A texture section (version 5) at its extremes: one level to eight, one hidden unit to 32, latents all
-    zero, peaked or spread to their bounds, weights up to their largest."""
+    """A texture section (version 6) at its extremes: one level to eight, one hidden unit to 32, latents all
+    zero, peaked or spread to their bounds, everywhere or in a band (so the writer codes levels by context),
+    weights up to their largest."""
     levels, hidden = draw(st.sampled_from([1, 2, 8])), draw(st.sampled_from([1, 4, 32]))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     spread = draw(st.sampled_from([0.0, 1.0, 300.0]))
     latents = tuple(np.clip(np.round(rng.laplace(0, spread, level_shape(height, width, level)) if spread else
                                      np.zeros(level_shape(height, width, level))), -LATENT_BOUND, LATENT_BOUND)
                     .astype(np.int32) for level in range(levels))
+    if draw(st.booleans()):  # texture in the left third only: the checkerboard's context pays
+        latents = tuple(np.where(np.indices(z.shape)[1] < z.shape[1] / 3, z, 0).astype(np.int32) for z in latents)
     largest = draw(st.sampled_from([1, 300, MAX_WEIGHT]))
     weights = tuple(rng.integers(-largest, largest + 1, (inputs + 1, outputs)).astype(np.int32)
                     for inputs, outputs in layer_shapes(levels, hidden))

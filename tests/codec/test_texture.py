@@ -1,4 +1,4 @@
-"""The texture layer (format version 5): its section round-trips exactly, the trainer's upsampling is the
+"""The texture layer (format versions 5 and 6): its section round-trips exactly, with and without context, the trainer's upsampling is the
 decoder's, an encode with it decodes to better pixels than its own Gaussians alone, views of it are views,
 and a damaged section is a typed error."""
 
@@ -15,7 +15,8 @@ import codec
 from codec.decode.texture import Taps, residual, sample
 from codec.decode.view import plan_view
 from codec.format.bitstream import Flag, parse_header, read_bitstream, write_bitstream
-from codec.format.texture import LATENT_BOUND, Texture, layer_shapes, level_shape, read_texture, write_texture
+from codec.format.texture import CONTEXT_CLASSES, LATENT_BOUND, Texture, context_classes, layer_shapes, level_shape
+from codec.format.texture import read_texture, write_texture
 from codec.train.method import TextureConfig
 from codec.train.texture import TextureModel
 
@@ -35,6 +36,37 @@ def test_a_texture_section_round_trips_exactly():
     assert back.exponents == texture.exponents
     assert all(np.array_equal(a, b) for a, b in zip(back.latents, texture.latents))
     assert all(np.array_equal(a, b) for a, b in zip(back.weights, texture.weights))
+
+
+def test_a_level_coded_by_context_round_trips_in_fewer_bytes():
+    """Latents large where their neighbours are and zero elsewhere (as texture makes them): the checkerboard's
+    second half by its neighbours' magnitude costs less than one model, and decodes to the same integers."""
+    rng = np.random.default_rng(3)
+    height, width = 64, 96
+    busy = np.zeros((height, width), bool)
+    busy[:, : width // 3] = True
+    busy[20:40, 50:80] = True
+    latent = np.where(busy, np.clip(np.round(rng.laplace(0, 3, busy.shape)), -LATENT_BOUND, LATENT_BOUND), 0)
+    texture = Texture(latents=(latent.astype(np.int32),), weights=_texture(width, height, levels=1).weights,
+                      exponents=(9, 8, 10))
+    plain, by_context = write_texture(texture, contexts=False), write_texture(texture)
+    assert len(by_context) < 0.9 * len(plain)
+    assert np.array_equal(read_texture(by_context, width, height).latents[0], latent)
+    assert np.array_equal(read_texture(plain, width, height, contexts=False).latents[0], latent)
+    # a level where context does not pay stays one model: one bit more than the version 5 section, at most
+    flat = _texture(width, height, levels=1)
+    assert len(write_texture(flat)) <= len(write_texture(flat, contexts=False)) + 1
+    assert np.array_equal(read_texture(write_texture(flat), width, height).latents[0], flat.latents[0])
+
+
+def test_context_classes_come_from_the_first_half_only():
+    latent = np.arange(-10, 10).reshape(4, 5)
+    first_half = (np.indices(latent.shape).sum(0) % 2) == 0
+    classes = context_classes(latent)
+    assert np.array_equal(classes, context_classes(np.where(first_half, latent, 0)))
+    assert classes.shape == ((~first_half).sum(),)
+    assert classes.min() >= 0 and classes.max() == CONTEXT_CLASSES - 1
+    assert context_classes(np.zeros((3, 3), np.int64)).tolist() == [0, 0, 0, 0]
 
 
 def test_the_trainers_upsampling_is_the_decoders():
@@ -66,10 +98,10 @@ def textured(kodim_crop):
     return kodim_crop, data, gaussians_only
 
 
-def test_an_encode_with_the_layer_is_version_5_within_its_target_and_better_than_its_gaussians(textured):
+def test_an_encode_with_the_layer_is_version_6_within_its_target_and_better_than_its_gaussians(textured):
     pixels, data, gaussians_only = textured
     header = parse_header(data)
-    assert header.version == 5 and header.texture_length > 0
+    assert header.version == 6 and header.texture_length > 0 and header.texture_context
     assert len(data) * 8 <= 0.5 * pixels.shape[0] * pixels.shape[1]
     decoded = codec.decode(data)
     assert np.array_equal(decoded, codec.decode(data))  # deterministic
@@ -122,10 +154,30 @@ def test_a_damaged_texture_section_is_a_typed_error(textured, damage):
 
 def test_a_texture_flag_in_an_older_version_is_refused(textured):
     _, data, _ = textured
-    bad = _resealed(data, 4, bytes([4]))  # the version byte
-    with pytest.raises(codec.BitstreamError, match="needs version 5"):
-        codec.decode(bad)
-    assert Flag.TEXTURE == 64
+    for version, needs in ((4, 5), (5, 6)):
+        with pytest.raises(codec.BitstreamError, match=f"needs version {needs}"):
+            codec.decode(_resealed(data, 4, bytes([version])))  # the version byte
+    assert (Flag.TEXTURE, Flag.TEXTURE_CONTEXT) == (64, 128)
+
+
+def test_a_texture_context_without_a_texture_is_refused(textured):
+    _, _, gaussians_only = textured
+    flags = gaussians_only[5]
+    with pytest.raises(codec.BitstreamError, match="needs a texture section"):
+        codec.decode(_resealed(gaussians_only, 4, bytes([6, flags | Flag.TEXTURE_CONTEXT])))
+
+
+def test_a_version_5_file_still_decodes(textured):
+    """Version 5's section has no context bits: the same layer written so decodes to the same pixels."""
+    _, data, _ = textured
+    header = parse_header(data)
+    texture = read_texture(data[header.texture_start: header.texture_start + header.texture_length], 256, 256)
+    v6 = write_bitstream(read_bitstream(data), write_texture(texture))
+    v5 = write_bitstream(read_bitstream(data), write_texture(texture, contexts=False))
+    v5 = _resealed(v5, 4, bytes([5, v5[5] & ~Flag.TEXTURE_CONTEXT]))
+    assert parse_header(v5).version == 5 and not parse_header(v5).texture_context
+    assert np.array_equal(codec.decode(v5), codec.decode(v6))
+    assert np.array_equal(codec.decode(v6), codec.decode(data))
 
 
 def test_the_same_seed_gives_the_same_textured_file(textured):

@@ -51,9 +51,9 @@ def test_the_pixel_limit_applies_to_the_asked_size(make_client, bitstream):
 
 
 def test_a_textured_file_decodes_over_http_as_in_the_library(idle_client):
-    """Format version 5 (a texture layer) through /decode at full size and shrunk, within the default limits."""
+    """Format version 6 (a texture layer) through /decode at full size and shrunk, within the default limits."""
     data = codec.encode(np.asarray(Image.open(REPO / "tests" / "fixtures" / "kodim04_crop256.png").convert("RGB")), bpp=0.5,
                         iterations=30)
-    assert codec.inspect(data).version == 5
+    assert codec.inspect(data).version == 6
     assert np.array_equal(png_pixels(idle_client.post("/decode", content=data)), codec.decode(data))
     assert np.array_equal(png_pixels(idle_client.post("/decode?width=100", content=data)), codec.decode(data, width=100))
