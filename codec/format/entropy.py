@@ -220,10 +220,9 @@ def write_model(writer: BitWriter, symbols: np.ndarray, alphabet: int, parametri
     A geometric model's weights make a categorical model just as counts do."""
     counts = np.bincount(symbols, minlength=alphabet)
     if parametric:
-        geometric, geometric_bits = Geometric.fit(counts)
-        use = geometric_bits + geometric_side_bits(alphabet) < information_bits(counts) + histogram_side_bits(counts)
-        writer.write(int(use), 1)
-        if use:
+        geometric, _ = _cheaper(counts)
+        writer.write(int(geometric is not None), 1)
+        if geometric is not None:
             return write_geometric(writer, geometric, alphabet)
     write_histogram(writer, symbols, alphabet)
     return categorical(counts)
@@ -232,10 +231,17 @@ def write_model(writer: BitWriter, symbols: np.ndarray, alphabet: int, parametri
 def model_bits(counts: np.ndarray, parametric: bool) -> float:
     """What ``write_model`` spends on symbols with these counts, side information and payload (estimated at
     their information content)."""
-    histogram = information_bits(counts) + histogram_side_bits(counts)
     if not parametric:
-        return histogram
-    return 1 + min(histogram, Geometric.fit(counts)[1] + geometric_side_bits(len(counts)))
+        return information_bits(counts) + histogram_side_bits(counts)
+    return 1 + _cheaper(counts)[1]
+
+
+def _cheaper(counts: np.ndarray) -> tuple[Geometric | None, float]:
+    """The geometric model when it costs fewer bits in all than the histogram (else None), and that cost."""
+    histogram = information_bits(counts) + histogram_side_bits(counts)
+    geometric, geometric_bits = Geometric.fit(counts)
+    geometric_bits += geometric_side_bits(len(counts))
+    return (geometric, geometric_bits) if geometric_bits < histogram else (None, histogram)
 
 
 def write_geometric(writer: BitWriter, geometric: Geometric, alphabet: int):
@@ -320,8 +326,9 @@ class SymbolDecoder:
 
 def read_payload(payload: bytes, columns, counts, what: str, field: str = "payload") -> list[np.ndarray]:
     """Decode ``counts[i]`` symbols of each column (``codec.format.streams.Coded``: field, model, counts,
-    fewest_bits; a count may be a function of the columns decoded before it, for a context model), holding the payload to them: no symbol may come from past its end, no word may follow the
-    last one, and each histogram must be the one of its symbols. The decode work is bounded by the bytes
+    fewest_bits; a count may be a function of the columns decoded before it, for a context model), holding the
+    payload to them: no symbol may come from past its end, no word may follow the last one, and each histogram
+    must be the one of its symbols. The decode work is bounded by the bytes
     present: the counts are checked against the fewest bits their columns can take first. ``what`` names the
     symbols in a failure, ``field`` the section."""
     fewest = sum(column.fewest_bits for column in columns)

@@ -163,27 +163,27 @@ def read_texture(section: bytes, width: int, height: int, contexts: bool = True)
         codes = side.read_gammas((inputs + 1) * outputs, 2 * MAX_WEIGHT + 1)
         weights.append(_unzigzag(codes - 1).reshape(inputs + 1, outputs).astype(np.int32))
     shapes = [level_shape(height, width, level) for level in range(levels)]
-    columns, counts, splits = [], [], []  # splits: per level, whether it is coded by context
+    columns, counts, splits = [], [], []  # splits: per level, its _Split when coded by context, else None
     for level, (rows, cols) in enumerate(shapes):
         name = f"texture.latents[{level}]"
         if not (contexts and side.read(1)):
             model, histogram, fewest = read_model(side, _ALPHABET, rows * cols, parametric=True)
-            splits.append(False)
+            splits.append(None)
             columns.append(Coded(name, model, histogram, fewest))
             counts.append(rows * cols)
             continue
         first_count = (rows * cols + 1) // 2
         model, histogram, fewest = read_model(side, _ALPHABET, first_count, parametric=True)
-        splits.append(True)
+        split = _Split((rows, cols), len(columns))
+        splits.append(split)
         columns.append(Coded(f"{name}.first_half", model, histogram, fewest))
         counts.append(first_count)
         classes = [read_geometric(side, _ALPHABET) for _ in range(CONTEXT_CLASSES)]
         # the classes' counts are known only once the first half is decoded: the bound takes the cheapest
         least = (rows * cols - first_count) * min(bits for _, bits in classes)
-        classes_of = _ClassesOf((rows, cols), len(columns) - 1)
         for k, (model, _) in enumerate(classes):
             columns.append(Coded(f"{name}.class[{k}]", model, None, least if k == 0 else 0.0))
-            counts.append(classes_of.count(k))
+            counts.append(split.count(k))
     if side.remaining_bits() >= 8:
         raise BitstreamError("texture.side_length", f"{side.remaining_bits()} bits left over after the models")
     payload = section[_SIDE_LENGTH.size + side_length:]
@@ -191,47 +191,46 @@ def read_texture(section: bytes, width: int, height: int, contexts: bool = True)
                            field="texture.payload")
     latents, at = [], 0
     for shape, split in zip(shapes, splits):
-        if split:
-            latents.append(_joined(shape, decoded[at] - LATENT_BOUND,
-                                   [group - LATENT_BOUND for group in decoded[at + 1: at + 1 + CONTEXT_CLASSES]]))
-            at += 1 + CONTEXT_CLASSES
-        else:
+        if split is None:
             latents.append(decoded[at].reshape(shape) - LATENT_BOUND)
             at += 1
+        else:
+            latents.append(split.joined(decoded) - LATENT_BOUND)
+            at += 1 + CONTEXT_CLASSES
     return Texture(latents=tuple(z.astype(np.int32) for z in latents), weights=tuple(weights),
                    exponents=tuple(exponents))
 
 
-class _ClassesOf:
-    """A split level's second-half classes, computed once its first half is decoded: ``read_payload``'s
-    counts for the classes' columns."""
+class _Split:
+    """A level coded by context, as read: its first half's column, then one column per class. The classes
+    are computed once, when the first half is decoded (``read_payload`` asks the classes' counts then)."""
 
     def __init__(self, shape: tuple[int, int], first_column: int):
         self.shape, self.first_column = shape, first_column
-        self._classes: np.ndarray | None = None
+        self._first_half: np.ndarray | None = None  # [h, w] bool
+        self._grid: np.ndarray | None = None  # [h, w] symbols, the first half placed, 0 elsewhere
+        self._classes: np.ndarray | None = None  # [second half]
 
     def count(self, k: int):  # -> (decoded columns -> the count of class k)
         def of(decoded: list[np.ndarray]) -> int:
-            if self._classes is None:
-                self._classes = context_classes(_placed(self.shape, decoded[self.first_column] - LATENT_BOUND))
+            self._place(decoded[self.first_column])
             return int(np.count_nonzero(self._classes == k))
         return of
 
+    def joined(self, decoded: list[np.ndarray]) -> np.ndarray:  # [h, w] the level's symbols
+        self._place(decoded[self.first_column])
+        second = np.empty(len(self._classes), np.int64)
+        for k in range(CONTEXT_CLASSES):
+            second[self._classes == k] = decoded[self.first_column + 1 + k]
+        self._grid[~self._first_half] = second
+        return self._grid
 
-def _placed(shape: tuple[int, int], first: np.ndarray) -> np.ndarray:  # [h, w]: the first half, 0 elsewhere
-    grid = np.zeros(shape, np.int64)
-    grid[_first_half(shape)] = first
-    return grid
-
-
-def _joined(shape: tuple[int, int], first: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:  # [h, w]
-    grid = _placed(shape, first)
-    classes = context_classes(grid)
-    second = np.empty(len(classes), np.int64)
-    for k, group in enumerate(groups):
-        second[classes == k] = group
-    grid[~_first_half(shape)] = second
-    return grid
+    def _place(self, first: np.ndarray) -> None:
+        if self._classes is None:
+            self._first_half = _first_half(self.shape)
+            self._grid = np.zeros(self.shape, np.int64)
+            self._grid[self._first_half] = first
+            self._classes = context_classes(np.where(self._first_half, self._grid - LATENT_BOUND, 0))
 
 
 def weight_bits(ints: np.ndarray) -> int:

@@ -2,11 +2,12 @@
 Gaussians leave of the image (the decode side, which this trains through: ``codec.decode.texture``).
 
 Latents are quantised with uniform noise first, then rounded straight-through (the rounding the file applies),
-the learning rates falling on a cosine throughout; their rate is a Laplace per level with a trained spread, which the file's fitted integer models
-(``codec.format.entropy.write_model``) only undercut. Lambda is steered so the layer's measured rate fills its
-budget, until the steps left are too slow to answer it; the network's weights are then put on power-of-two grids chosen by the same D + lambda R. A section
-still over the budget gets a few more steps under a heavier rate term, and as a last resort its latents are
-rounded toward zero (the smallest dead zone that fits).
+the learning rates falling on a cosine throughout; their rate is a Laplace per level with a trained spread,
+which the file's fitted integer models (``codec.format.entropy.write_model``) only undercut. Lambda is steered
+so the layer's measured rate fills its budget, until the steps left are too slow to answer it; the network's
+weights are then put on power-of-two grids chosen by the same D + lambda R. A section still over the budget
+gets a few more steps under a heavier rate term, and as a last resort its latents are rounded toward zero (the
+smallest dead zone that fits).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""The texture layer (format versions 5 and 6): its section round-trips exactly, with and without context, the trainer's upsampling is the
-decoder's, an encode with it decodes to better pixels than its own Gaussians alone, views of it are views,
-and a damaged section is a typed error."""
+"""The texture layer (format versions 5 and 6): its section round-trips exactly, with and without context,
+the trainer's upsampling is the decoder's, an encode with it decodes to better pixels than its own Gaussians
+alone, views of it are views, and a damaged section is a typed error."""
 
 from __future__ import annotations
 
