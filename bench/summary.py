@@ -48,7 +48,7 @@ SETS = (
     Set("Kodak", ("--rates", "0.042,0.066,0.125,0.183", "--codecs", _CODECS, "--section", "rd-kodak-v7",
                   "--jobs", "1")),
     Set("Kodak at higher rates", ("--images", "kodim01,kodim04,kodim07,kodim10,kodim13,kodim16,kodim19,kodim22",
-                                  "--rates", "0.25,0.35,0.5", "--codecs", _CODECS, "--section", "rd-kodak-high-v7",
+                                  "--rates", "0.25,0.35,0.5,1.0", "--codecs", _CODECS, "--section", "rd-kodak-high-v8",
                                   "--jobs", "1")),
     Set("Photos (0.9–1.3 MP)", ("--data", "../shared/data/photos", "--rates", "0.125,0.25", "--codecs", _CODECS,
                                 "--section", "rd-photos-v7", "--jobs", "1")),

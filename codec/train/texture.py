@@ -25,10 +25,12 @@ from codec.format.texture import LATENT_BOUND, MAX_EXPONENT, MAX_WEIGHT, Texture
 from codec.format.texture import weight_bits, write_texture
 from codec.train.method import TextureConfig
 
+# Lambda's start holds for a layer of up to this many bits per pixel; above, it starts lower by the ratio cubed: from
+# the one start the latents grew too slowly under the steering's bounded steps to fill a larger budget
+START_BPP = 0.4
 STEER_EVERY = 25  # steps between updates of lambda toward the layer's budget, from STEER_FROM on
 STEER_FROM = 100  # before, the latents are still growing from zero: their rate says little
 STEER_STEP = 1.5  # the most lambda moves per update, either way
-STEER_FILL = 0.97  # of the budget steered for: the weights' final grids and the models move it a little
 # of the steps, the share after which lambda stays put: with the learning rate low the rate answers a change of
 # lambda too late, and steering on would wind lambda up and leave the section well short of its budget
 STEER_UNTIL = 0.8
@@ -102,7 +104,7 @@ def fit_texture(target: Tensor, base: Tensor, budget_bits: float, config: Textur
     optimizer = torch.optim.Adam([{"params": [*model.latents, model.log_spreads], "lr": config.latent_lr},
                                   {"params": list(model.weights), "lr": config.network_lr}])
     start_lrs = [group["lr"] for group in optimizer.param_groups]
-    rate_weight = config.rate_weight
+    rate_weight = config.rate_weight * min(1.0, START_BPP * pixels / budget_bits) ** 3
     noise_steps = int(NOISE_SHARE * steps)
 
     def train(noisy: bool) -> Tensor:  # one Adam step; the image it drew
@@ -121,7 +123,8 @@ def fit_texture(target: Tensor, base: Tensor, budget_bits: float, config: Textur
         image = train(noisy=step < noise_steps)
         if STEER_FROM <= step < STEER_UNTIL * steps and step % STEER_EVERY == 0:  # the section as written now
             measured = 8 * len(write_texture(_integers(model, [STEER_EXPONENT] * len(model.weights))))
-            rate_weight *= min(STEER_STEP, max(1 / STEER_STEP, (measured / (STEER_FILL * budget_bits)) ** 1.5))
+            # for the whole budget: the weights' final grids land it a little under; an overshoot the fit rounds mend
+            rate_weight *= min(STEER_STEP, max(1 / STEER_STEP, (measured / budget_bits) ** 1.5))
         if on_step is not None:
             on_step(step, image)
     # Over the budget at the end: a few more straight-through steps under a heavier rate term each round (the
