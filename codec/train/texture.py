@@ -123,7 +123,8 @@ def fit_texture(target: Tensor, base: Tensor, budget_bits: float, config: Textur
         image = train(noisy=step < noise_steps)
         if STEER_FROM <= step < STEER_UNTIL * steps and step % STEER_EVERY == 0:  # the section as written now
             measured = 8 * len(write_texture(_integers(model, [STEER_EXPONENT] * len(model.weights))))
-            # for the whole budget: the weights' final grids land it a little under; an overshoot the fit rounds mend
+            # for the whole budget: the weights' grids land it a little under; the fit rounds (or a dead zone)
+            # mend an overshoot
             rate_weight *= min(STEER_STEP, max(1 / STEER_STEP, (measured / budget_bits) ** 1.5))
         if on_step is not None:
             on_step(step, image)
